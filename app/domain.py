@@ -1,0 +1,63 @@
+"""Leaf value types shared by the registry, the pools and the API."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+__all__ = ["ConfigResolver", "ConnectionConfig", "DbType"]
+
+
+class DbType(enum.StrEnum):
+    """The database engines a registered connection can point at."""
+
+    POSTGRESQL = "postgresql"
+    MYSQL = "mysql"
+    MARIADB = "mariadb"
+
+    @property
+    def is_mysql_family(self) -> bool:
+        return self is not DbType.POSTGRESQL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionConfig:
+    """Everything needed to build one pool; immutable, the password hidden from ``repr``."""
+
+    id: int
+    name: str
+    db_type: DbType
+    host: str
+    port: int
+    database: str
+    username: str
+    password: SecretStr = field(repr=False)
+    max_connections: int = 10
+    min_connections: int = 0
+    connection_timeout: float = 30.0
+    query_timeout: float = 60.0
+    read_only: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    config_version: int = 1
+
+    @property
+    def pool_name(self) -> str:
+        """The name the pool carries in metrics and as PostgreSQL ``application_name``."""
+        return f"dbpool:{self.id}"
+
+
+class ConfigResolver(Protocol):
+    """Turns a connection id into its ``ConnectionConfig`` (implemented by the registry).
+
+    Raises ``ConnectionNotFound``, ``ConnectionInactive`` or ``CredentialsUnreadable``.
+    """
+
+    async def resolve(self, connection_id: int) -> ConnectionConfig: ...
+
+    async def config_versions(self) -> Mapping[int, int]:
+        """``{id: config_version}`` of every active connection (one cheap registry query)."""
+        ...

@@ -1,0 +1,48 @@
+"""Frozen snapshots of one pool's state, read by the status API, metrics and logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+__all__ = ["PoolSnapshot", "PoolState", "PoolStats"]
+
+PoolState = Literal["ok", "degraded", "circuit_open"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolStats:
+    """Counters since the pool was created."""
+
+    acquisitions: int = 0
+    acquire_timeouts: int = 0
+    query_errors: int = 0
+    recreations: int = 0
+    avg_acquire_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolSnapshot:
+    """One pool at one instant. ``checked_out`` + ``checked_in`` = connections open."""
+
+    connection_id: int
+    connection_name: str
+    db_type: str
+    pool_name: str
+    checked_out: int
+    checked_in: int
+    max_connections: int
+    min_connections: int
+    waiting: int
+    state: PoolState
+    healthy: bool
+    last_health_check_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime
+    idle_seconds: float
+    stats: PoolStats
+
+    @property
+    def open(self) -> int:
+        return self.checked_out + self.checked_in

@@ -1,0 +1,94 @@
+"""The service's one typed configuration, read from ``DBPOOL_*`` environment variables.
+
+There is no module-level instance: ``Settings()`` is built once by a composition root
+(``main.create_app`` or ``cli``) and passed down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+HostRule = ipaddress.IPv4Network | ipaddress.IPv6Network | str
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every ``DBPOOL_*`` variable of DESIGN.md, typed and validated once at start."""
+
+    model_config = SettingsConfigDict(env_prefix="DBPOOL_", extra="ignore", frozen=True)
+
+    registry_url: str = "sqlite+aiosqlite:///./dbpool.sqlite3"
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    key_file: Path = Path("./.dbpool.key")
+    api_key: SecretStr | None = None
+    admin_api_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    pool_idle_ttl_seconds: float = Field(default=600, gt=0)
+    health_check_interval_seconds: float = Field(default=60, gt=0)
+    connection_idle_timeout_seconds: float = Field(default=30, gt=0)
+    pool_recycle_seconds: float = Field(default=1800, gt=0)
+    max_waiting_per_pool: int = Field(default=100, ge=0)
+    max_rows: int = Field(default=10000, ge=1)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    shutdown_grace_seconds: float = Field(default=5, ge=0)
+    mysql_driver: Literal["aiomysql", "asyncmy"] = "aiomysql"
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("encryption_keys", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_key", "admin_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> Settings:
+        if (
+            self.api_key is not None
+            and self.admin_api_key is not None
+            and self.api_key.get_secret_value() == self.admin_api_key.get_secret_value()
+        ):
+            raise ValueError("DBPOOL_API_KEY and DBPOOL_ADMIN_API_KEY must differ")
+        for key in (self.api_key, self.admin_api_key):
+            if key is not None and len(key.get_secret_value()) < 16:
+                raise ValueError("API keys must be at least 16 characters long")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when at least one bearer key is configured."""
+        return self.api_key is not None or self.admin_api_key is not None
+
+    def allowed_host_rules(self) -> list[HostRule]:
+        """``DBPOOL_ALLOWED_HOSTS`` parsed: networks for CIDRs/IPs, lowercase names otherwise."""
+        rules: list[HostRule] = []
+        for entry in self.allowed_hosts:
+            try:
+                rules.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                rules.append(entry.lower().rstrip("."))
+        return rules

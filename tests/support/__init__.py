@@ -1,0 +1,1 @@
+"""Shared test helpers: database coordinates and the databases' own view of connections."""
