@@ -54,3 +54,31 @@ def my_count(user: str = MY_USER) -> int:
             return int(row[0]) if row else 0
     finally:
         conn.close()
+
+
+def create_mysql_user(name: str, password: str, *, max_user_connections: int = 0) -> None:
+    """A throwaway MariaDB account on ``dbpool_test``, so a test can count its own connections
+    (and, with ``max_user_connections``, have the server refuse any excess loudly)."""
+    conn = my_admin()
+    try:
+        with conn.cursor() as cur:
+            for host in ("%", "localhost"):
+                cur.execute(f"DROP USER IF EXISTS '{name}'@'{host}'")
+                cur.execute(
+                    f"CREATE USER '{name}'@'{host.replace('%', '%%')}' IDENTIFIED BY %s"
+                    f" WITH MAX_USER_CONNECTIONS {int(max_user_connections)}",
+                    (password,),
+                )
+                cur.execute(f"GRANT ALL ON {MY_DATABASE}.* TO '{name}'@'{host}'")
+    finally:
+        conn.close()
+
+
+def drop_mysql_user(name: str) -> None:
+    conn = my_admin()
+    try:
+        with conn.cursor() as cur:
+            for host in ("%", "localhost"):
+                cur.execute(f"DROP USER IF EXISTS '{name}'@'{host}'")
+    finally:
+        conn.close()
