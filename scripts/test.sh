@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, CI): venv, databases, lint, types, the whole suite.
 # Idempotent: starts PostgreSQL/MariaDB when they are down, creates what the tests need.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/unit -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +13,29 @@ fi
 
 bash scripts/test_databases.sh
 
+# bench/ is written by its own helper and may be absent in a partial checkout.
+lint_paths=(app tests)
+[ -d bench ] && lint_paths+=(bench)
 echo "== ruff"
-"$VENV/bin/ruff" check app tests bench
+"$VENV/bin/ruff" check "${lint_paths[@]}"
 echo "== mypy"
 "$VENV/bin/mypy"
+
 echo "== pytest"
-"$VENV/bin/python" -m pytest "$@"
+log="$(mktemp -t dbpool-pytest.XXXXXX)"
+trap 'rm -f "$log"' EXIT
+# -ra: the short summary lists skips (and why) along with failures and errors; a skip also
+# fails the run (tests/conftest.py).
+set +e
+"$VENV/bin/python" -m pytest -ra "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+summary="$(grep -E '(passed|failed|error|skipped|deselected|no tests ran).* in [0-9.]+s' "$log" \
+    | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')"
+echo "== pytest summary: ${summary:-none printed} (exit $status)"
+if [ "$status" -eq 5 ]; then
+    echo "FAILED: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"

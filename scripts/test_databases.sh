@@ -13,15 +13,58 @@ wait_for() {  # wait_for <what> <command...>
     return 1
 }
 
+as_root() {  # run a command as root: directly, or through password-less sudo
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
+    else
+        echo "need root (or password-less sudo) to: $*" >&2
+        return 1
+    fi
+}
+
+# A fresh machine: install the two servers (Debian/Ubuntu). Skipped when they are present.
+if ! command -v pg_ctlcluster >/dev/null || ! command -v mariadbd >/dev/null; then
+    if ! command -v apt-get >/dev/null; then
+        echo "install PostgreSQL (>= 13) and MariaDB (>= 10.6) listening on 127.0.0.1" >&2
+        exit 1
+    fi
+    echo "installing PostgreSQL and MariaDB"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        postgresql postgresql-client mariadb-server mariadb-client
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "starting PostgreSQL"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
     wait_for PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432
 fi
 if ! mysqladmin -uroot -h127.0.0.1 --protocol=tcp ping >/dev/null 2>&1; then
     echo "starting MariaDB"
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    if [ -x /etc/init.d/mariadb ]; then
+        as_root /etc/init.d/mariadb start >/dev/null || true
+    else
+        as_root install -d -o mysql -g mysql /run/mysqld
+        as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    fi
     wait_for MariaDB mysqladmin -uroot -h127.0.0.1 --protocol=tcp ping
+fi
+
+# The tests administer both servers over loopback TCP without a password (PostgreSQL
+# `postgres`, MariaDB `root`). Fresh packages don't allow that: allow it, on loopback only.
+if ! psql -h 127.0.0.1 -U postgres -d postgres -w -qAtc 'SELECT 1' >/dev/null 2>&1; then
+    echo "trusting loopback connections in PostgreSQL's pg_hba.conf"
+    hba="$(as_root su postgres -c "psql -qAtc 'SHOW hba_file'")"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    as_root su postgres -c "psql -qAtc 'SELECT pg_reload_conf()'" >/dev/null
+fi
+if ! mysql -uroot -h127.0.0.1 --protocol=tcp -e 'SELECT 1' >/dev/null 2>&1; then
+    echo "allowing MariaDB root over loopback TCP without a password"
+    as_root mysql -uroot <<'SQL'
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');
+SQL
 fi
 
 psql_root() { psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }

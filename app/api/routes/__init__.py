@@ -1,1 +1,22 @@
-"""routes."""
+"""Every router of the service, in the order they are mounted.
+
+Order matters: routers with fixed paths under ``/api/external-db-connections`` (such as
+``/pool-status``) come before ``connections``, whose ``/{connection_id}`` would otherwise
+claim them and answer 422 for a non-numeric id.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.routes import connections, health, metrics, pools, queries
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    pools.router,
+    metrics.router,
+    queries.router,
+    connections.router,
+    health.router,
+)

@@ -1,0 +1,176 @@
+"""The registry endpoints: register, list, read, change and remove external connections.
+
+Reads need any valid key; writes need the admin key. After a change or removal the pool
+manager is told, so new requests get a rebuilt pool (or none) while in-flight ones finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from pydantic.alias_generators import to_camel
+
+from app.api.deps import (
+    AdminAccess,
+    ConnectionId,
+    PoolManagerDep,
+    QueryAccess,
+    RepositoryDep,
+    SettingsDep,
+)
+from app.api.errors import validation_failed
+from app.api.hosts import ensure_host_allowed
+from app.api.schemas.common import Envelope, ErrorEnvelope, Page
+from app.api.schemas.connections import ConnectionCreate, ConnectionPublic, ConnectionUpdate
+from app.registry.repository import ConnectionRecord, NewConnection
+from app.settings import HostRule
+
+__all__ = ["router"]
+
+PREFIX = "/api/external-db-connections"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope, "description": text}
+    for code, text in {
+        401: "Missing or unknown bearer token (UNAUTHORIZED)",
+        403: "Admin key needed (FORBIDDEN) or host outside DBPOOL_ALLOWED_HOSTS (HOST_NOT_ALLOWED)",
+        404: "No such connection (CONNECTION_NOT_FOUND)",
+        409: "Another connection has this name (CONNECTION_NAME_TAKEN)",
+        422: "A field or the id failed validation (VALIDATION_ERROR); details name each field",
+    }.items()
+}
+
+router = APIRouter(prefix=PREFIX, tags=["connections"], responses=_ERRORS)
+
+
+def _public(record: ConnectionRecord) -> ConnectionPublic:
+    return ConnectionPublic.model_validate(record, from_attributes=True)
+
+
+def _wire_names(fields: Iterable[str]) -> set[str]:
+    return {to_camel(field) for field in fields}
+
+
+def _check_bounds(min_connections: int, max_connections: int, sent: set[str]) -> None:
+    """``minConnections <= maxConnections``, blaming the field(s) the caller sent."""
+    if min_connections <= max_connections:
+        return
+    fields = [f for f in ("minConnections", "maxConnections") if f in sent] or ["minConnections"]
+    raise validation_failed(
+        [
+            {
+                "loc": ["body", field],
+                "msg": "minConnections must not exceed maxConnections",
+                "type": "value_error",
+            }
+            for field in fields
+        ]
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[AdminAccess],
+    summary="Register an external database",
+    description=(
+        "Stores the connection with its password encrypted. The password is never returned. "
+        "`port` defaults to 5432 (PostgreSQL) or 3306 (MySQL/MariaDB). Needs the admin key."
+    ),
+)
+async def create_connection(
+    body: ConnectionCreate, repository: RepositoryDep, settings: SettingsDep
+) -> Envelope[ConnectionPublic]:
+    _check_bounds(body.min_connections, body.max_connections, _wire_names(body.model_fields_set))
+    await ensure_host_allowed(body.host, settings.allowed_host_rules())
+    record = await repository.create(NewConnection(**body.model_dump()))
+    return Envelope(data=_public(record), message=f"connection {record.id} registered")
+
+
+@router.get(
+    "",
+    dependencies=[QueryAccess],
+    summary="List registered connections",
+    description="One page, ordered by id. `total` counts all registrations. No passwords.",
+)
+async def list_connections(
+    repository: RepositoryDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Items to skip")] = 0,
+) -> Envelope[Page[ConnectionPublic]]:
+    records, total = await repository.list(limit, offset)
+    page: Page[ConnectionPublic] = Page(items=[_public(r) for r in records], total=total)
+    return Envelope(data=page, message=f"{len(records)} of {total} connections")
+
+
+@router.get(
+    "/{connection_id}",
+    dependencies=[QueryAccess],
+    summary="Read one registered connection",
+    description="Every column but the password.",
+)
+async def get_connection(
+    connection_id: ConnectionId, repository: RepositoryDep
+) -> Envelope[ConnectionPublic]:
+    record = await repository.get(connection_id)
+    return Envelope(data=_public(record), message=f"connection {connection_id}")
+
+
+@router.patch(
+    "/{connection_id}",
+    dependencies=[AdminAccess],
+    summary="Change a registered connection",
+    description=(
+        "Only the fields sent change. Pool settings bump `configVersion`; new requests get a "
+        "rebuilt pool while in-flight ones finish on the old one. Changing `host` requires "
+        "`password` too, so a stored password is never sent to a new host. Needs the admin key."
+    ),
+)
+async def update_connection(
+    connection_id: ConnectionId,
+    body: ConnectionUpdate,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    pools: PoolManagerDep,
+) -> Envelope[ConnectionPublic]:
+    current = await repository.get(connection_id)
+    changes = body.changes()
+    await _check_update(current, changes, settings.allowed_host_rules())
+    record = await repository.update(connection_id, changes) if changes else current
+    if changes:
+        await pools.invalidate(connection_id)
+    return Envelope(data=_public(record), message=f"connection {connection_id} updated")
+
+
+async def _check_update(
+    current: ConnectionRecord, changes: dict[str, Any], rules: Sequence[HostRule]
+) -> None:
+    _check_bounds(
+        changes.get("min_connections", current.min_connections),
+        changes.get("max_connections", current.max_connections),
+        _wire_names(changes),
+    )
+    new_host = changes.get("host")
+    if new_host is None or new_host == current.host:
+        return
+    if "password" not in changes:
+        raise validation_failed(
+            [{"loc": ["body", "password"], "msg": "required when host changes", "type": "missing"}]
+        )
+    await ensure_host_allowed(new_host, rules)
+
+
+@router.delete(
+    "/{connection_id}",
+    dependencies=[AdminAccess],
+    summary="Remove a registered connection",
+    description="Deletes the registration and closes its pool. Needs the admin key.",
+)
+async def delete_connection(
+    connection_id: ConnectionId, repository: RepositoryDep, pools: PoolManagerDep
+) -> Envelope[None]:
+    await repository.delete(connection_id)
+    await pools.invalidate(connection_id)
+    return Envelope(data=None, message=f"connection {connection_id} deleted")

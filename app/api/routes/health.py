@@ -1,0 +1,61 @@
+"""Liveness and readiness probes (no token; not under ``/api``, so no envelope).
+
+Readiness asks only about this service's own needs: the registry answers and its schema is
+at head. An unreachable *external* database never makes the service unready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.registry.migrations import schema_is_at_head
+
+__all__ = ["router"]
+
+READY_TIMEOUT_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/healthz",
+    summary="Liveness",
+    description="Always 200 while the process serves HTTP.",
+)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _not_ready_reason(engine: AsyncEngine) -> str | None:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            at_head = await schema_is_at_head(engine)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        logger.warning("readiness: registry unreachable: %s", type(exc).__name__)
+        return "registry database unreachable"
+    if not at_head:
+        return "registry schema is not at head: run `dbpool migrate`"
+    return None
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    description=(
+        "200 when the registry database answers and its schema is at the latest migration; "
+        "503 with the reason otherwise. External databases do not affect readiness."
+    ),
+    responses={503: {"description": "Not ready; `reason` says why"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    reason = await _not_ready_reason(request.app.state.registry_engine)
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,44 @@
+"""``GET /metrics``: Prometheus text format for the pools of THIS process.
+
+Each process (uvicorn worker, replica) exposes only its own pools; scrape every replica.
+Needs the query key when auth is on.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.api.deps import QueryAccess
+from app.pools.metrics import PoolMetrics
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["monitoring"])
+
+
+def _metrics(request: Request) -> PoolMetrics:
+    state = request.app.state
+    metrics: PoolMetrics | None = getattr(state, "pool_metrics", None)
+    if metrics is None:
+        # Normally built by main's lifespan; this keeps /metrics useful in an app without it.
+        metrics = state.pool_metrics = PoolMetrics()
+        manager = getattr(state, "pool_manager", None)
+        if manager is not None:
+            metrics.watch(manager)
+    return metrics
+
+
+@router.get(
+    "/metrics",
+    dependencies=[QueryAccess],
+    summary="Prometheus metrics",
+    description=(
+        "OpenTelemetry db-client pool metrics per pool (`pool_name`, `connection_id`, "
+        "`db_type`) plus dbpool's own; this process's pools only."
+    ),
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def metrics(request: Request) -> Response:
+    return Response(_metrics(request).render(), media_type=CONTENT_TYPE_LATEST)

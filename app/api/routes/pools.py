@@ -1,0 +1,60 @@
+"""The pool monitor: what each live pool of THIS process holds, lends and waits for.
+
+State is per process: each uvicorn worker or replica reports only the pools it holds (sum the
+replicas for a fleet-wide view). The static ``/pool-status`` path is registered before the
+``/{connection_id}`` routes (``routes/__init__.py`` mounts this router before ``connections``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.api.deps import ConnectionId, PoolManagerDep, QueryAccess, RepositoryDep
+from app.api.schemas.common import Envelope, ErrorEnvelope
+from app.api.schemas.pools import PoolStatusList, PoolStatusPublic
+
+__all__ = ["router"]
+
+PREFIX = "/api/external-db-connections"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorEnvelope, "description": "Missing or unknown bearer token"},
+    404: {"model": ErrorEnvelope, "description": "No such connection (CONNECTION_NOT_FOUND)"},
+    422: {"model": ErrorEnvelope, "description": "The id is not a positive integer"},
+}
+
+router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS, dependencies=[QueryAccess])
+
+
+@router.get(
+    "/pool-status",
+    summary="Every live pool of this process",
+    description=(
+        "Open, active (checked out), idle and waiting counts per pool, its state (`ok`, "
+        "`degraded`, `circuit_open`) and counters. `openConnections` matches what the database "
+        "counts. Each process (worker, replica) reports only its own pools."
+    ),
+)
+async def pool_status(pools: PoolManagerDep) -> Envelope[PoolStatusList]:
+    body = PoolStatusList.of(pools.snapshots())
+    return Envelope(data=body, message=f"{body.total_pools} connection pools")
+
+
+@router.get(
+    "/{connection_id}/pool-status",
+    summary="One connection's pool",
+    description=(
+        "Its pool-status entry, or `data: null` when the connection exists but this process "
+        "holds no pool for it (never used, or evicted after idling)."
+    ),
+)
+async def one_pool_status(
+    connection_id: ConnectionId, pools: PoolManagerDep, repository: RepositoryDep
+) -> Envelope[PoolStatusPublic | None]:
+    snap = pools.snapshot(connection_id)
+    if snap is None:
+        await repository.get(connection_id)  # raises ConnectionNotFound (404) for unknown ids
+        return Envelope(data=None, message=f"connection {connection_id} has no live pool")
+    return Envelope(data=PoolStatusPublic.of(snap), message=f"pool of connection {connection_id}")

@@ -1,0 +1,265 @@
+"""Running SQL on a registered connection: query, transaction, tables, rows, test.
+
+Each request holds exactly one pooled connection, released when the response is ready.
+While a statement runs the route watches the client: a disconnect cancels the work, and
+the query path then cancels the statement on the server and discards the connection.
+Failures are logged (id, code, request id; never SQL parameters) and counted per pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.api.deps import ConnectionId, QueryAccess, SettingsDep
+from app.api.schemas.common import Envelope, ErrorEnvelope
+from app.api.schemas.queries import (
+    ConnectionTestPublic,
+    QueryRequest,
+    QueryResultPublic,
+    StatementResultPublic,
+    TablePublic,
+    TransactionRequest,
+    TransactionResultPublic,
+)
+from app.domain import DbType
+from app.errors import DbPoolError, DbUnavailable
+from app.pools.catalogue import list_tables, read_rows
+from app.pools.managed_pool import ManagedPool
+from app.pools.manager import PoolManager
+from app.pools.query import Statement, run_query, run_transaction
+from app.settings import Settings
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/external-db-connections"
+DEFAULT_MAX_ROWS = 1000
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody reads it, the logs do
+
+T = TypeVar("T")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope, "description": text}
+    for code, text in {
+        400: "The database rejected the SQL (QUERY_ERROR): details carry sqlstate/errno",
+        401: "Missing or unknown bearer token (UNAUTHORIZED)",
+        403: "A write on a read-only connection (READ_ONLY)",
+        404: "No such connection (CONNECTION_NOT_FOUND) or table (TABLE_NOT_FOUND)",
+        409: "The connection is inactive (CONNECTION_INACTIVE)",
+        422: "A field failed validation (VALIDATION_ERROR)",
+        502: "The database refused the credentials (DB_AUTH_FAILED)",
+        503: "No connection in time (POOL_EXHAUSTED) or database down (DB_UNAVAILABLE)",
+        504: "The statement ran past its timeout and was cancelled (QUERY_TIMEOUT)",
+    }.items()
+}
+
+router = APIRouter(prefix=PREFIX, tags=["queries"], responses=_ERRORS, dependencies=[QueryAccess])
+
+
+def _pool_manager(request: Request) -> PoolManager:
+    manager: PoolManager | None = getattr(request.app.state, "pool_manager", None)
+    if manager is None:
+        raise DbUnavailable("This service runs without database pools", retry_after=5.0)
+    return manager
+
+
+PoolsDep = Annotated[PoolManager, Depends(_pool_manager)]
+Work = Callable[[ManagedPool, AsyncConnection], Awaitable[T]]
+
+
+def _max_rows(requested: int | None, settings: Settings) -> int:
+    return min(requested or DEFAULT_MAX_ROWS, settings.max_rows)
+
+
+async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) -> T:
+    """``work`` on one connection of the pool; failures logged and counted."""
+    pool = await pools.get(connection_id)
+    async with pool.connection() as conn:
+        try:
+            return await work(pool, conn)
+        except DbPoolError as exc:
+            pool.record_query_error(exc.code)
+            log.warning("query failed", extra={"connection_id": connection_id, "code": exc.code})
+            raise
+
+
+async def _watched(request: Request, work: Awaitable[T]) -> T | Response:
+    """``work``, cancelled when the client disconnects first (its statement with it)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            log.info("client disconnected; cancelling its statement")
+            task.cancel()
+            with suppress(asyncio.CancelledError, DbPoolError):
+                await task
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return task.result()
+    finally:
+        watcher.cancel()
+        if not task.done():  # we ourselves were cancelled
+            task.cancel()
+            with suppress(BaseException):
+                await asyncio.shield(task)
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read already; the next message is the disconnect (or never comes).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+@router.post(
+    "/{connection_id}/query",
+    summary="Run one statement",
+    response_model=Envelope[QueryResultPublic],
+    description="Rows beyond `maxRows` are not read: `truncated` says so. "
+    "Writes report affected rows in `rowCount`.",
+)
+async def query(
+    connection_id: ConnectionId,
+    body: QueryRequest,
+    request: Request,
+    pools: PoolsDep,
+    settings: SettingsDep,
+) -> Envelope[QueryResultPublic] | Response:
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[QueryResultPublic]:
+        result = await run_query(
+            conn,
+            pool.config,
+            body.sql,
+            body.params,
+            max_rows=_max_rows(body.max_rows, settings),
+            timeout_seconds=body.timeout_seconds,
+            row_format=body.row_format,
+            discard=pool.discard,
+        )
+        data = QueryResultPublic.model_validate(result, from_attributes=True)
+        return Envelope(data=data, message=f"{result.row_count} rows")
+
+    return await _watched(request, _on_connection(pools, connection_id, work))
+
+
+@router.post(
+    "/{connection_id}/transaction",
+    summary="Run statements in one transaction",
+    response_model=Envelope[TransactionResultPublic],
+    description="All on one connection, committed together or rolled back together; "
+    "a failure names the statement in `details.statementIndex`.",
+)
+async def transaction(
+    connection_id: ConnectionId,
+    body: TransactionRequest,
+    request: Request,
+    pools: PoolsDep,
+    settings: SettingsDep,
+) -> Envelope[TransactionResultPublic] | Response:
+    statements = [Statement(sql=s.sql, params=s.params) for s in body.statements]
+
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[TransactionResultPublic]:
+        result = await run_transaction(
+            conn,
+            pool.config,
+            statements,
+            max_rows=_max_rows(body.max_rows, settings),
+            isolation_level=body.isolation_level,
+            timeout_seconds=body.timeout_seconds,
+            row_format=body.row_format,
+            discard=pool.discard,
+        )
+        data = TransactionResultPublic(
+            results=[
+                StatementResultPublic.model_validate(r, from_attributes=True)
+                for r in result.results
+            ],
+            duration_ms=result.duration_ms,
+        )
+        return Envelope(data=data, message=f"{len(result.results)} statements committed")
+
+    return await _watched(request, _on_connection(pools, connection_id, work))
+
+
+@router.get(
+    "/{connection_id}/tables",
+    summary="Tables a source node can read",
+    description="PostgreSQL: every non-system schema; MySQL/MariaDB: the database.",
+)
+async def tables(
+    connection_id: ConnectionId, pools: PoolsDep, settings: SettingsDep
+) -> Envelope[list[TablePublic]]:
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[list[TablePublic]]:
+        found = await list_tables(
+            conn, pool.config, max_rows=settings.max_rows, discard=pool.discard
+        )
+        data = [TablePublic(schema=t.schema, name=t.name, type=t.type) for t in found]
+        return Envelope(data=data, message=f"{len(data)} tables")
+
+    return await _on_connection(pools, connection_id, work)
+
+
+@router.get(
+    "/{connection_id}/tables/{table}/rows",
+    summary="Read rows of one table",
+    description="The table must exist in the catalogue; it is quoted by the dialect.",
+)
+async def table_rows(
+    connection_id: ConnectionId,
+    table: str,
+    pools: PoolsDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, description="Rows to return (default 100)")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    schema: Annotated[str | None, Query(max_length=256)] = None,
+) -> Envelope[QueryResultPublic]:
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[QueryResultPublic]:
+        result = await read_rows(
+            conn,
+            pool.config,
+            table,
+            schema=schema,
+            limit=min(limit, settings.max_rows),
+            offset=offset,
+            discard=pool.discard,
+        )
+        data = QueryResultPublic.model_validate(result, from_attributes=True)
+        return Envelope(data=data, message=f"{result.row_count} rows")
+
+    return await _on_connection(pools, connection_id, work)
+
+
+@router.post(
+    "/{connection_id}/test",
+    summary="Check the connection works",
+    description="One round trip through the pool: latency and server version, or the "
+    "error (DB_AUTH_FAILED, DB_UNAVAILABLE, ...).",
+)
+async def test_connection(
+    connection_id: ConnectionId, pools: PoolsDep
+) -> Envelope[ConnectionTestPublic]:
+    started = time.perf_counter()
+
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> str:
+        sql = (
+            "SHOW server_version"
+            if pool.config.db_type is DbType.POSTGRESQL
+            else "SELECT VERSION()"
+        )
+        result = await run_query(
+            conn, pool.config, sql, max_rows=1, row_format="array", discard=pool.discard
+        )
+        return str(result.rows[0][0])
+
+    version = await _on_connection(pools, connection_id, work)
+    latency = round((time.perf_counter() - started) * 1000, 3)
+    data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version)
+    return Envelope(data=data, message=f"connection {connection_id} works")

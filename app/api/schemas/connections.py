@@ -1,0 +1,208 @@
+"""Request and response bodies of the registry endpoints.
+
+``password`` is write-only: it exists on ``ConnectionCreate`` / ``ConnectionUpdate`` as a
+``SecretStr`` and on no response schema. Cross-field rules that need the stored record
+(``minConnections <= maxConnections`` on PATCH, a new host needs the password) live in the route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from app.api.schemas.common import ApiModel
+from app.domain import DbType
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "ConnectionCreate",
+    "ConnectionPublic",
+    "ConnectionUpdate",
+    "is_valid_host",
+]
+
+DEFAULT_PORTS = {DbType.POSTGRESQL: 5432, DbType.MYSQL: 3306, DbType.MARIADB: 3306}
+MAX_TIMEOUT_SECONDS = 3600
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_valid_host(host: str) -> bool:
+    """An IP address or an RFC 1123 host name; never a socket path, URL or whitespace."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    # An all-numeric last label would be read as a (malformed) IPv4 address by resolvers.
+    if labels[-1].isdigit():
+        return False
+    return all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_host(value: str) -> str:
+    if not is_valid_host(value):
+        raise ValueError("must be a host name (letters, digits, '-', '.') or an IP address")
+    return value
+
+
+def _check_text(value: str) -> str:
+    # Control characters (NUL above all) would be cut or misread by drivers and logs.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_check_text)]
+Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_check_host)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_text)]
+Password = Annotated[SecretStr, Field(max_length=1024)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+MaxConnections = Annotated[int, Field(ge=1, le=1000, strict=True)]
+MinConnections = Annotated[int, Field(ge=0, le=1000, strict=True)]
+Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+Description = Annotated[str, Field(max_length=1000)]
+
+_CREATE_EXAMPLE: dict[str, JsonValue] = {
+    "name": "crm",
+    "dbType": "postgresql",
+    "host": "db.internal",
+    "port": 5432,
+    "database": "crm",
+    "username": "crm_reader",
+    "password": "s3cret",
+    "maxConnections": 10,
+    "minConnections": 0,
+    "connectionTimeout": 30,
+    "queryTimeout": 60,
+    "readOnly": True,
+    "options": {"ssl": "require"},
+    "description": "CRM replica for the reporting workflows",
+}
+
+
+class ConnectionCreate(ApiModel):
+    """A new registration. ``port`` defaults to 5432 (PostgreSQL) or 3306 (MySQL/MariaDB)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CREATE_EXAMPLE]})
+
+    name: Name
+    db_type: DbType
+    host: Host
+    port: Port | None = None
+    database: Identifier
+    username: Identifier
+    password: Password
+    is_active: Flag = True
+    max_connections: MaxConnections = 10
+    min_connections: MinConnections = 0
+    connection_timeout: Timeout = 30.0
+    query_timeout: Timeout = 60.0
+    read_only: Flag = False
+    options: dict[str, Any] = Field(default_factory=dict)
+    description: Description | None = None
+
+    @model_validator(mode="after")
+    def _default_port(self) -> ConnectionCreate:
+        if self.port is None:
+            self.port = DEFAULT_PORTS[self.db_type]
+        return self
+
+
+class ConnectionUpdate(ApiModel):
+    """A partial change: only the fields present are changed. A new host needs ``password``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"maxConnections": 20}, {"host": "db2.internal", "password": "s3cret"}]
+        },
+    )
+
+    name: Name | None = None
+    db_type: DbType | None = None
+    host: Host | None = None
+    port: Port | None = None
+    database: Identifier | None = None
+    username: Identifier | None = None
+    password: Password | None = None
+    is_active: Flag | None = None
+    max_connections: MaxConnections | None = None
+    min_connections: MinConnections | None = None
+    connection_timeout: Timeout | None = None
+    query_timeout: Timeout | None = None
+    read_only: Flag | None = None
+    options: dict[str, Any] | None = None
+    description: Description | None = None
+
+    @field_validator(
+        "name",
+        "db_type",
+        "host",
+        "port",
+        "database",
+        "username",
+        "password",
+        "is_active",
+        "max_connections",
+        "min_connections",
+        "connection_timeout",
+        "query_timeout",
+        "read_only",
+        "options",
+    )
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Defaults are not validated, so this only fires on an explicit JSON null.
+        if value is None:
+            raise ValueError("must not be null (leave the field out to keep it)")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the caller sent, snake_case (``password`` stays a ``SecretStr``)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class ConnectionPublic(ApiModel):
+    """A registration as the API shows it: every column but the password."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    db_type: DbType
+    host: str
+    port: int
+    database: str
+    username: str
+    is_active: bool
+    max_connections: int
+    min_connections: int
+    connection_timeout: float
+    query_timeout: float
+    read_only: bool
+    options: dict[str, Any]
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    config_version: int

@@ -1,0 +1,104 @@
+"""Response bodies of the pool monitor (``/pool-status``), built from ``PoolSnapshot``.
+
+Figures are this process's own pools: each uvicorn worker or replica reports only the pools it
+holds, so a fleet's totals are the sum over its replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import Field, PlainSerializer
+
+from app.api.schemas.common import ApiModel
+from app.pools.stats import PoolSnapshot, PoolState
+
+__all__ = ["PoolStatsPublic", "PoolStatusList", "PoolStatusPublic", "utc_millis"]
+
+
+def utc_millis(value: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision and ``Z``: ``2025-01-13T10:00:00.000Z``."""
+    if value.tzinfo is None:  # the pools stamp UTC; a naive value is taken as UTC, not local
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(utc_millis, return_type=str)]
+
+
+class PoolStatsPublic(ApiModel):
+    """Counters since the pool was (re)built."""
+
+    acquisitions: int
+    acquire_timeouts: int
+    query_errors: int
+    recreations: int
+    avg_acquire_ms: float
+
+
+class PoolStatusPublic(ApiModel):
+    """One live pool; ``openConnections`` = active + idle, as the database itself counts."""
+
+    connection_id: int
+    connection_name: str
+    db_type: str
+    active_connections: int = Field(description="Checked out now")
+    idle_connections: int = Field(description="Open and waiting in the pool")
+    open_connections: int
+    max_connections: int
+    min_connections: int
+    waiting_requests: int
+    state: PoolState = Field(description="ok | degraded (last health check failed) | circuit_open")
+    healthy: bool
+    last_health_check_at: UtcTime | None
+    created_at: UtcTime
+    last_used_at: UtcTime
+    idle_seconds: int = Field(description="Whole seconds since the pool was last used")
+    stats: PoolStatsPublic
+
+    @classmethod
+    def of(cls, snap: PoolSnapshot) -> PoolStatusPublic:
+        stats = snap.stats
+        return cls(
+            connection_id=snap.connection_id,
+            connection_name=snap.connection_name,
+            db_type=snap.db_type,
+            active_connections=snap.checked_out,
+            idle_connections=snap.checked_in,
+            open_connections=snap.open,
+            max_connections=snap.max_connections,
+            min_connections=snap.min_connections,
+            waiting_requests=snap.waiting,
+            state=snap.state,
+            healthy=snap.healthy,
+            last_health_check_at=snap.last_health_check_at,
+            created_at=snap.created_at,
+            last_used_at=snap.last_used_at,
+            idle_seconds=int(snap.idle_seconds),
+            stats=PoolStatsPublic(
+                acquisitions=stats.acquisitions,
+                acquire_timeouts=stats.acquire_timeouts,
+                query_errors=stats.query_errors,
+                recreations=stats.recreations,
+                avg_acquire_ms=round(stats.avg_acquire_ms, 3),
+            ),
+        )
+
+
+class PoolStatusList(ApiModel):
+    """Every live pool of this process; ``activePools`` have at least one connection out."""
+
+    total_pools: int
+    active_pools: int
+    pools: list[PoolStatusPublic]
+
+    @classmethod
+    def of(cls, snaps: Sequence[PoolSnapshot]) -> PoolStatusList:
+        ordered = sorted(snaps, key=lambda s: s.connection_id)
+        return cls(
+            total_pools=len(ordered),
+            active_pools=sum(1 for s in ordered if s.checked_out > 0),
+            pools=[PoolStatusPublic.of(s) for s in ordered],
+        )

@@ -1,0 +1,89 @@
+"""Bodies and results of the query, transaction, tables and test endpoints (camelCase)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.api.schemas.common import ApiModel
+
+__all__ = [
+    "ConnectionTestPublic",
+    "QueryRequest",
+    "QueryResultPublic",
+    "StatementRequest",
+    "StatementResultPublic",
+    "TablePublic",
+    "TransactionRequest",
+    "TransactionResultPublic",
+]
+
+_SQL = Field(min_length=1, max_length=1_000_000, examples=["SELECT * FROM items WHERE id = :id"])
+_PARAMS = Field(
+    default=None,
+    description="An object binds named `:name` placeholders (portable); an array binds the "
+    "driver's positional style (`$1` on PostgreSQL, `%s` on MySQL/MariaDB).",
+    examples=[{"id": 1}],
+)
+_MAX_ROWS = Field(default=None, ge=1, description="Default 1000; capped by DBPOOL_MAX_ROWS")
+_TIMEOUT = Field(
+    default=None,
+    gt=0,
+    le=86400,
+    description="Tightens the connection's query timeout; never loosens it",
+)
+_ROW_FORMAT_HELP = "Rows as objects keyed by column, or arrays"
+
+
+class QueryRequest(ApiModel):
+    sql: str = _SQL
+    params: dict[str, Any] | list[Any] | None = _PARAMS
+    max_rows: int | None = _MAX_ROWS
+    timeout_seconds: float | None = _TIMEOUT
+    row_format: Literal["object", "array"] = Field(default="object", description=_ROW_FORMAT_HELP)
+
+
+class StatementRequest(ApiModel):
+    sql: str = _SQL
+    params: dict[str, Any] | list[Any] | None = _PARAMS
+
+
+class TransactionRequest(ApiModel):
+    statements: list[StatementRequest] = Field(min_length=1, max_length=1000)
+    isolation_level: (
+        Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE", "READ UNCOMMITTED"] | None
+    ) = Field(default=None, description="READ UNCOMMITTED: MySQL/MariaDB only")
+    max_rows: int | None = _MAX_ROWS
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=86400, description="Bounds the whole transaction"
+    )
+    row_format: Literal["object", "array"] = Field(default="object", description=_ROW_FORMAT_HELP)
+
+
+class StatementResultPublic(ApiModel):
+    columns: list[str]
+    rows: list[Any]
+    row_count: int = Field(description="Rows returned, or rows affected by a write")
+    truncated: bool = Field(description="More rows existed than maxRows")
+
+
+class QueryResultPublic(StatementResultPublic):
+    duration_ms: float
+
+
+class TransactionResultPublic(ApiModel):
+    results: list[StatementResultPublic]
+    duration_ms: float
+
+
+class TablePublic(ApiModel):
+    schema_name: str = Field(alias="schema")
+    name: str
+    type: Literal["table", "view"]
+
+
+class ConnectionTestPublic(ApiModel):
+    ok: bool
+    latency_ms: float
+    server_version: str

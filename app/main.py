@@ -1,0 +1,121 @@
+"""The composition root of the HTTP service: ``create_app(settings)`` and its lifespan.
+
+No module-level app or settings: ``uvicorn --factory app.main:create_app`` (or
+``dbpool serve``) calls ``create_app()``, which reads ``DBPOOL_*`` once. The lifespan builds
+the parts in order — logging, secret box, registry engine, repository, resolver, pool
+manager — keeps them on ``app.state`` and tears them down in reverse order.
+
+The registry schema is NOT migrated here: run ``dbpool migrate`` first (``dbpool serve``
+does it for you); until then ``/readyz`` answers 503 and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.routes import ROUTERS
+from app.logs import configure_logging
+from app.pools.manager import PoolManager
+from app.registry.crypto import load_secret_box
+from app.registry.db import create_registry_engine, create_sessionmaker
+from app.registry.repository import ConnectionRepository
+from app.registry.resolver import RegistryResolver
+from app.settings import Settings
+
+__all__ = ["SettingsError", "create_app", "load_settings"]
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+dbpool owns the connections to many external databases (PostgreSQL, MySQL, MariaDB).
+Register a database once under `/api/external-db-connections`, then send SQL by its id;
+each registration gets one bounded, monitored pool.
+
+Auth: `Authorization: Bearer <key>`. `DBPOOL_API_KEY` reads, queries and status;
+`DBPOOL_ADMIN_API_KEY` everything, including registry writes.
+"""
+
+
+class SettingsError(ValueError):
+    """The ``DBPOOL_*`` environment is invalid; the message names each variable, no values."""
+
+
+def _summarise(exc: ValidationError) -> str:
+    # Pydantic's own text repeats the input, which may be a key: keep only where and what.
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        name = f"DBPOOL_{where.upper()}" if where else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, or ``SettingsError`` with a value-free summary."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_summarise(exc)) from None
+
+
+def _warn_about_auth(settings: Settings) -> None:
+    if not settings.auth_enabled:
+        logger.warning(
+            "auth is OFF: neither DBPOOL_API_KEY nor DBPOOL_ADMIN_API_KEY is set; "
+            "anyone who can reach this port can register databases and run SQL"
+        )
+    elif settings.admin_api_key is None:
+        logger.warning("DBPOOL_ADMIN_API_KEY is not set: registry writes are refused (403)")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if app.state.configure_logs:
+        configure_logging(settings.log_level, settings.log_format)
+    _warn_about_auth(settings)
+    async with AsyncExitStack() as stack:  # unwinds in reverse order, also on failure
+        box = load_secret_box(settings)
+        engine = create_registry_engine(settings.registry_url)
+        stack.push_async_callback(engine.dispose)
+        repository = ConnectionRepository(create_sessionmaker(engine), box)
+        resolver = RegistryResolver(repository)
+        pool_manager = PoolManager(resolver, settings)
+        stack.push_async_callback(pool_manager.aclose)
+        # The housekeeper goes here: start it last, push its aclose so it stops first.
+        app.state.registry_engine = engine
+        app.state.repository = repository
+        app.state.resolver = resolver
+        app.state.pool_manager = pool_manager
+        logger.info("dbpool %s started", __version__)
+        yield
+        logger.info("dbpool stopping")
+    logger.info("dbpool stopped")
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    """The ASGI app. ``settings`` default to the environment (exits with a summary if invalid);
+    ``configure_logs=False`` leaves logging alone (tests that capture logs)."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            raise SystemExit(f"dbpool: {exc}") from None
+    app = FastAPI(title="dbpool", version=__version__, description=_DESCRIPTION, lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.configure_logs = configure_logs
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Added last = outermost: the request id wraps everything, even the 413 and the 500s.
+    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,77 @@
+"""Who is open and who is lent out, as SQLAlchemy's own pool events tell it.
+
+Kept as sets of pool records rather than counters, so an event pair that does not
+match up (a checkout that failed half-way, a reconnect of the same record) cannot
+drift the figures. A pooled socket the server already closed is not counted as open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from app.pools.session_reset import peer_closed
+
+__all__ = ["IDLE_SINCE", "PoolAccounting"]
+
+log = logging.getLogger(__name__)
+
+IDLE_SINCE = "dbpool_idle_since"  # record.info key: clock() when it last went idle
+
+
+class PoolAccounting:
+    """Live figures of one engine's pool, fed by its pool events."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float], name: str) -> None:
+        self._clock = clock
+        self._name = name
+        self._open: set[ConnectionPoolEntry] = set()
+        self._out: set[ConnectionPoolEntry] = set()
+        self._attach(engine)
+
+    def _attach(self, engine: AsyncEngine) -> None:
+        target = engine.sync_engine
+        event.listen(target, "connect", self._on_connect)
+        event.listen(target, "close", self._on_close)
+        event.listen(target, "checkout", self._on_checkout)
+        event.listen(target, "checkin", self._on_checkin)
+        event.listen(target, "invalidate", self._on_invalidate)
+
+    def _on_connect(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        self._open.add(record)
+        record.info[IDLE_SINCE] = self._clock()
+
+    def _on_close(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        self._open.discard(record)
+
+    def _on_checkout(self, dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        self._out.add(record)
+
+    def _on_checkin(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        self._out.discard(record)
+        record.info[IDLE_SINCE] = self._clock()
+
+    def _on_invalidate(self, dbapi_conn: Any, record: ConnectionPoolEntry, error: Any) -> None:
+        log.debug("connection invalidated", extra={"pool": self._name})
+
+    def forget(self, record: ConnectionPoolEntry) -> None:
+        """A record closed outside the pool's own path (forced after a failed close)."""
+        self._open.discard(record)
+
+    def _live(self) -> set[ConnectionPoolEntry]:
+        return {record for record in self._open if not peer_closed(record)}
+
+    @property
+    def open(self) -> int:
+        """Connections open to the database (what the database itself counts)."""
+        return len(self._live())
+
+    @property
+    def checked_out(self) -> int:
+        """Open connections lent to requests now."""
+        return len(self._out & self._live())

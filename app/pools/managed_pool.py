@@ -1,0 +1,333 @@
+"""One registered connection's pool: a fair gate and a circuit breaker in front of one
+``AsyncEngine``, with counts taken from SQLAlchemy's own pool events.
+
+    request ─> breaker.check() ─> gate.acquire(connection_timeout) ─> engine.connect()
+                 (fail fast)        (FIFO; POOL_EXHAUSTED)              (ping / connect)
+
+The gate admits at most ``max_connections`` holders and the engine's pool has exactly
+that many slots, so no request ever queues inside SQLAlchemy's (unfair) queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.domain import ConnectionConfig
+from app.errors import DatabaseError, DbAuthFailed, DbUnavailable, PoolExhausted
+from app.pools.accounting import PoolAccounting
+from app.pools.breaker import CircuitBreaker
+from app.pools.engine_factory import build_engine
+from app.pools.gate import FairGate, GateFull, GateTimeout
+from app.pools.idle import IdleKeeper
+from app.pools.queue_pool import TrimmableQueuePool
+from app.pools.session_reset import hygiene_timeout
+from app.pools.stats import PoolSnapshot, PoolState, PoolStats
+from app.pools.translate import translate_error
+from app.settings import Settings
+
+__all__ = ["ManagedPool"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_POLL = 0.02
+
+
+class ManagedPool:
+    """Wraps one ``AsyncEngine``: bounded, fair, counted, self-healing."""
+
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        recreations: int = 0,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._timeout = config.connection_timeout
+        self._hygiene = hygiene_timeout(config)
+        self.engine: AsyncEngine = build_engine(config, settings)
+        self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
+        self._breaker = CircuitBreaker(config.pool_name, clock=clock)
+        self._accounting = PoolAccounting(self.engine, clock, config.pool_name)
+        self._holders: set[AsyncConnection] = set()
+        self._releases: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._closed = False
+        self._healthy = True
+        self._last_health_check_at: datetime | None = None
+        self.created_at = datetime.now(UTC)
+        self._last_used = (clock(), self.created_at)
+        self._acquisitions = 0
+        self._acquire_seconds = 0.0
+        self._acquire_timeouts = 0
+        self._query_errors = 0
+        self.recreations = recreations
+        self._idle = IdleKeeper(
+            self._queue_pool, self._gate, self._accounting, name=config.pool_name,
+            close_timeout=self._hygiene, connect_timeout=self._timeout, clock=clock,
+        )
+
+    @property
+    def _queue_pool(self) -> TrimmableQueuePool:
+        pool = self.engine.pool
+        assert isinstance(pool, TrimmableQueuePool)
+        return pool
+
+    @property
+    def checked_out(self) -> int:
+        """Open connections lent to requests now."""
+        return self._accounting.checked_out
+
+    @property
+    def open(self) -> int:
+        """Connections open to the database (what the database itself counts)."""
+        return self._accounting.open
+
+    @property
+    def waiting(self) -> int:
+        return self._gate.waiting
+
+    # -- acquire / release -----------------------------------------------------------
+
+    def touch(self) -> None:
+        """Stamp ``last_used_at`` (the manager calls this when it hands the pool out)."""
+        self._last_used = (self._clock(), datetime.now(UTC))
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """Lend one connection: fail fast while the circuit is open, wait fairly for at most
+        ``connection_timeout``, return it (reset) even when the caller is cancelled."""
+        if self._closing:
+            raise DbUnavailable("The pool is being closed; retry", retry_after=0.1)
+        probe = self._breaker.check()
+        started = self._clock()
+        try:
+            await self._admit()
+        except BaseException:
+            if probe:
+                self._breaker.release_probe()
+            raise
+        try:
+            conn = await self._connect(probe)
+        except BaseException:
+            self._gate.release()
+            raise
+        self._acquired(started)
+        self._holders.add(conn)
+        try:
+            yield conn
+        finally:
+            await self._release(conn)
+
+    async def _admit(self) -> None:
+        try:
+            await self._gate.acquire(self._timeout)
+        except GateFull:
+            self._acquire_timeouts += 1
+            raise PoolExhausted(
+                f"Too many requests waiting for a connection ({self._counts()})",
+                details=self._count_details(),
+                retry_after=1.0,
+            ) from None
+        except GateTimeout:
+            self._acquire_timeouts += 1
+            raise PoolExhausted(
+                f"no connection within {self._timeout:g} s ({self._counts()})",
+                details=self._count_details(),
+                retry_after=min(self._timeout, 5.0),
+            ) from None
+        if self._closed:
+            self._gate.release()
+            raise DbUnavailable("The pool is closed; retry", retry_after=0.1)
+
+    async def _connect(self, probe: bool) -> AsyncConnection:
+        try:
+            async with asyncio.timeout(self._timeout):
+                conn = await self.engine.connect()
+        except Exception as exc:
+            error = self._connect_error(exc)
+            if isinstance(error, DbUnavailable | DbAuthFailed):
+                self._breaker.record_failure(error)
+            elif probe:
+                self._breaker.release_probe()
+            if isinstance(error, PoolExhausted):
+                self._acquire_timeouts += 1
+            raise error from exc
+        except BaseException:
+            if probe:
+                self._breaker.release_probe()
+            raise
+        self._breaker.record_success()
+        return conn
+
+    def _connect_error(self, exc: Exception) -> DatabaseError:
+        error = translate_error(
+            exc, self.config.db_type, secrets=[self.config.password.get_secret_value()]
+        )
+        if isinstance(error, DbUnavailable | DbAuthFailed | PoolExhausted):
+            return error
+        # Anything else at connect time (unknown database, bad TLS set-up ...) still means
+        # "cannot connect"; keep the database's words.
+        return DbUnavailable(
+            f"Cannot connect to the database: {error.message}",
+            details=error.details,
+            retry_after=1.0,
+        )
+
+    def _acquired(self, started: float) -> None:
+        self._acquisitions += 1
+        self._acquire_seconds += max(0.0, self._clock() - started)
+        self.touch()
+
+    async def _release(self, conn: AsyncConnection) -> None:
+        # A task, so a cancelled caller cannot interrupt the reset and return half-way;
+        # the gate slot is freed only once the connection is back in the pool.
+        task = asyncio.create_task(self._return(conn))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        await asyncio.shield(task)
+
+    async def _return(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.close()
+        except Exception:
+            log.warning("returning a connection failed", exc_info=True,
+                        extra={"pool": self.config.pool_name})
+        finally:
+            self._holders.discard(conn)
+            self._gate.release()
+
+    async def discard(self, conn: AsyncConnection) -> None:
+        """Invalidate ``conn`` (e.g. after a cancelled statement): it is closed, never reused."""
+        with suppress(Exception):
+            async with asyncio.timeout(self._hygiene):
+                await conn.invalidate()
+
+    def record_query_error(self, code: str) -> None:
+        """Count a failed statement (the query path reports it; never a connect failure)."""
+        self._query_errors += 1
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    async def health_check(self) -> bool:
+        """A real round trip on a pooled connection (liveness only; not counted as use)."""
+        if self._closing:
+            return self._healthy
+        if not self._gate.try_acquire():
+            return self._healthy  # every slot is serving requests: they are the check
+        try:
+            async with asyncio.timeout(self._hygiene), self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            self._breaker.record_success()
+            healthy = True
+        except Exception as exc:
+            log.warning("health check failed", extra={"pool": self.config.pool_name,
+                                                      "error": type(exc).__name__})
+            healthy = False
+        finally:
+            self._gate.release()
+        self._healthy = healthy
+        self._last_health_check_at = datetime.now(UTC)
+        return healthy
+
+    async def trim_idle(self, idle_timeout: float) -> int:
+        """Close connections idle longer than ``idle_timeout`` above ``min_connections``, and
+        any idle one the server already dropped; returns how many were closed."""
+        if self._closing:
+            return 0
+        return await self._idle.trim(idle_timeout, self.config.min_connections)
+
+    async def fill_min(self) -> int:
+        """Open connections until ``min_connections`` are open, using free slots only."""
+        return await self._idle.fill(self.config.min_connections, lambda: self._closing)
+
+    def is_idle(self, ttl: float) -> bool:
+        """Unused for ``ttl`` seconds and nothing lent or waiting."""
+        busy = self._gate.in_use or self._gate.waiting or self.checked_out
+        return not busy and self._clock() - self._last_used[0] >= ttl
+
+    async def aclose(self, grace: float) -> None:
+        """Stop admitting, wait up to ``grace`` for in-flight work, then dispose (forcing)."""
+        if self._closing:
+            return
+        self._closing = True
+        started = self._clock()
+        while self._gate.in_use or self._gate.waiting or self._releases:
+            if self._clock() - started >= grace:
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        self._closed = True
+        if self._holders:
+            log.warning("closing pool with connections still in use",
+                        extra={"pool": self.config.pool_name, "in_use": len(self._holders)})
+            for conn in list(self._holders):
+                await self.discard(conn)
+        try:
+            async with asyncio.timeout(max(self._hygiene, 1.0)):
+                await self.engine.dispose()
+        except Exception:
+            log.warning("disposing the engine failed", exc_info=True,
+                        extra={"pool": self.config.pool_name})
+        log.info("pool closed", extra={"pool": self.config.pool_name,
+                                       "seconds": round(self._clock() - started, 3)})
+
+    # -- reporting -------------------------------------------------------------------
+
+    def _counts(self) -> str:
+        out = self.checked_out
+        return f"open={self.open}, active={out}, idle={self.open - out}, waiting={self.waiting}"
+
+    def _count_details(self) -> dict[str, int]:
+        out = self.checked_out
+        return {"open": self.open, "active": out, "idle": self.open - out,
+                "waiting": self.waiting, "max": self.config.max_connections}
+
+    def _state(self) -> PoolState:
+        if self._breaker.is_open:
+            return "circuit_open"
+        return "ok" if self._healthy else "degraded"
+
+    def stats(self) -> PoolStats:
+        avg = self._acquire_seconds / self._acquisitions * 1000 if self._acquisitions else 0.0
+        return PoolStats(
+            acquisitions=self._acquisitions,
+            acquire_timeouts=self._acquire_timeouts,
+            query_errors=self._query_errors,
+            recreations=self.recreations,
+            avg_acquire_ms=round(avg, 3),
+        )
+
+    def snapshot(self) -> PoolSnapshot:
+        """The pool at this instant (status API, metrics, logs)."""
+        out, now = self.checked_out, self._clock()
+        idle_seconds = max(0.0, now - self._last_used[0])
+        return PoolSnapshot(
+            connection_id=self.config.id,
+            connection_name=self.config.name,
+            db_type=self.config.db_type.value,
+            pool_name=self.config.pool_name,
+            checked_out=out,
+            checked_in=self.open - out,
+            max_connections=self.config.max_connections,
+            min_connections=self.config.min_connections,
+            waiting=self.waiting,
+            state=self._state(),
+            healthy=self._healthy,
+            last_health_check_at=self._last_health_check_at,
+            created_at=self.created_at,
+            last_used_at=self._last_used[1],
+            idle_seconds=round(idle_seconds, 3),
+            stats=self.stats(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ManagedPool {self.config.pool_name} {self._counts()} state={self._state()}>"

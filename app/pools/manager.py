@@ -1,0 +1,175 @@
+"""The set of live pools: connection id -> ``ManagedPool``, built lazily, single flight.
+
+Decisions (which pool is current, which are stale) are taken under one ``asyncio.Lock``;
+I/O (asking the registry, disposing engines) happens outside it. A replaced pool is
+closed in the background once its in-flight work finishes, so a config change never
+cuts a running request short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from app.domain import ConfigResolver
+from app.pools.managed_pool import ManagedPool
+from app.pools.stats import PoolSnapshot
+from app.settings import Settings
+
+__all__ = ["PoolManager"]
+
+log = logging.getLogger(__name__)
+
+_BUILD_ATTEMPTS = 3
+
+
+class PoolManager:
+    """Owns every ``ManagedPool`` of this process."""
+
+    def __init__(
+        self,
+        resolver: ConfigResolver,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._settings = settings
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._pools: dict[int, ManagedPool] = {}
+        self._building: dict[int, asyncio.Task[ManagedPool]] = {}
+        self._generations: dict[int, int] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def get(self, connection_id: int) -> ManagedPool:
+        """The pool for ``connection_id``, built on first use (one build however many ask)."""
+        pool = self._pools.get(connection_id)
+        if pool is not None:
+            log.debug("pool reused", extra={"connection_id": connection_id})
+        else:
+            async with self._lock:
+                pool = self._pools.get(connection_id)
+                build = self._builder(connection_id) if pool is None else None
+            if build is not None:
+                # Shielded: a cancelled first caller must not cancel everyone's build.
+                pool = await asyncio.shield(build)
+        assert pool is not None
+        pool.touch()
+        return pool
+
+    def _builder(self, connection_id: int) -> asyncio.Task[ManagedPool]:
+        task = self._building.get(connection_id)
+        if task is None:
+            task = asyncio.create_task(self._build(connection_id))
+            self._building[connection_id] = task
+            task.add_done_callback(lambda t: self._forget_build(connection_id, t))
+        return task
+
+    def _forget_build(self, connection_id: int, task: asyncio.Task[ManagedPool]) -> None:
+        if self._building.get(connection_id) is task:
+            del self._building[connection_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters got it; keep asyncio from logging it again
+
+    async def _build(self, connection_id: int) -> ManagedPool:
+        for attempt in range(1, _BUILD_ATTEMPTS + 1):
+            generation = self._generations.get(connection_id, 0)
+            config = await self._resolver.resolve(connection_id)
+            async with self._lock:
+                if self._closed:
+                    raise RuntimeError("the pool manager is closed")
+                if generation != self._generations.get(connection_id, 0) and (
+                    attempt < _BUILD_ATTEMPTS
+                ):
+                    continue  # invalidated while we read the registry: read it again
+                pool = ManagedPool(config, self._settings, clock=self._clock)
+                self._pools[connection_id] = pool
+            log.info(
+                "pool created",
+                extra={"connection_id": config.id, "db_type": config.db_type.value,
+                       "max_connections": config.max_connections},
+            )
+            return pool
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def invalidate(self, connection_id: int) -> None:
+        """Config changed or deleted: new requests rebuild; in-flight ones finish first."""
+        async with self._lock:
+            self._generations[connection_id] = self._generations.get(connection_id, 0) + 1
+            pool = self._pools.pop(connection_id, None)
+        if pool is not None:
+            log.info("pool invalidated", extra={"connection_id": connection_id})
+            self._close_later(pool, grace=_in_flight_bound(pool))
+
+    async def evict(self, connection_id: int) -> None:
+        """Dispose an idle pool now (the housekeeper's idle-TTL eviction)."""
+        async with self._lock:
+            pool = self._pools.pop(connection_id, None)
+        if pool is not None:
+            await pool.aclose(self._settings.shutdown_grace_seconds)
+
+    async def rebuild(self, connection_id: int) -> None:
+        """Replace an unhealthy pool with a fresh one on the same config."""
+        async with self._lock:
+            old = self._pools.get(connection_id)
+            if old is None:
+                return
+            new = ManagedPool(
+                old.config, self._settings, clock=self._clock, recreations=old.recreations + 1
+            )
+            self._pools[connection_id] = new
+        log.warning("unhealthy pool rebuilt", extra={"connection_id": connection_id,
+                                                     "recreations": new.recreations})
+        self._close_later(old, grace=_in_flight_bound(old))
+
+    async def sync_versions(self) -> None:
+        """Invalidate pools whose registry row changed or went (edits by other replicas)."""
+        versions = await self._resolver.config_versions()
+        async with self._lock:
+            stale = [
+                cid for cid, pool in self._pools.items()
+                if versions.get(cid) != pool.config.config_version
+            ]
+        for cid in stale:
+            await self.invalidate(cid)
+
+    def pools(self) -> list[ManagedPool]:
+        return list(self._pools.values())
+
+    def snapshots(self) -> list[PoolSnapshot]:
+        return [pool.snapshot() for pool in self._pools.values()]
+
+    def snapshot(self, connection_id: int) -> PoolSnapshot | None:
+        pool = self._pools.get(connection_id)
+        return pool.snapshot() if pool is not None else None
+
+    async def aclose(self) -> None:
+        """Close every pool (waiting up to the shutdown grace), and any still closing."""
+        async with self._lock:
+            self._closed = True
+            pools = list(self._pools.values())
+            self._pools.clear()
+            builds = list(self._building.values())
+        for build in builds:
+            build.cancel()
+        grace = self._settings.shutdown_grace_seconds
+        await asyncio.gather(
+            *(pool.aclose(grace) for pool in pools), *self._closing, return_exceptions=True
+        )
+
+    def _close_later(self, pool: ManagedPool, *, grace: float) -> None:
+        task = asyncio.create_task(pool.aclose(grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def __repr__(self) -> str:
+        return f"<PoolManager pools={len(self._pools)} closing={len(self._closing)}>"
+
+
+def _in_flight_bound(pool: ManagedPool) -> float:
+    """How long in-flight work on ``pool`` can legitimately take: a wait plus a statement."""
+    return pool.config.connection_timeout + pool.config.query_timeout + 1.0

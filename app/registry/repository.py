@@ -1,0 +1,244 @@
+"""CRUD over ``external_db_connections``.
+
+Passwords go in encrypted and come out only through ``load_config`` (the resolver's
+door). Database errors become the service's own errors here, in one place.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.domain import ConnectionConfig
+from app.errors import (
+    ConnectionInactive,
+    ConnectionNameTaken,
+    ConnectionNotFound,
+    CredentialsUnreadable,
+    ValidationFailed,
+)
+from app.registry.crypto import SecretBox
+from app.registry.models import ExternalDbConnection, utc_now
+from app.registry.records import ConnectionRecord, NewConnection, to_config, to_record
+from app.registry.rules import check_row, coerce_db_type, require_password_for_new_server
+
+__all__ = ["UPDATABLE_FIELDS", "ConnectionRecord", "ConnectionRepository", "NewConnection"]
+
+UPDATABLE_FIELDS = frozenset(
+    {
+        "name", "db_type", "host", "port", "database", "username", "password", "is_active",
+        "max_connections", "min_connections", "connection_timeout", "query_timeout",
+        "read_only", "options", "description",
+    }
+)  # fmt: skip
+# Changing only these leaves a live pool valid, so config_version stays put.
+_UNVERSIONED_FIELDS = frozenset({"name", "description"})
+
+
+class ConnectionRepository:
+    """The registry table behind CRUD methods that speak in records, not ORM rows."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox) -> None:
+        self._sessions = sessionmaker
+        self._box = box
+
+    def __repr__(self) -> str:
+        return f"ConnectionRepository(box={self._box!r})"
+
+    async def create(self, new: NewConnection) -> ConnectionRecord:
+        """Register ``new``; ``ConnectionNameTaken`` when its name is in use."""
+        now = utc_now()
+        row = ExternalDbConnection(
+            name=new.name,
+            db_type=coerce_db_type(new.db_type),
+            host=new.host,
+            port=new.port,
+            database=new.database,
+            username=new.username,
+            password_encrypted=self._box.encrypt(new.password.get_secret_value()),
+            is_active=new.is_active,
+            max_connections=new.max_connections,
+            min_connections=new.min_connections,
+            connection_timeout=new.connection_timeout,
+            query_timeout=new.query_timeout,
+            read_only=new.read_only,
+            options=dict(new.options),
+            description=new.description,
+            created_at=now,
+            updated_at=now,
+            config_version=1,
+        )
+        check_row(row)
+        with _integrity_errors(new.name):
+            async with self._sessions.begin() as session:
+                session.add(row)
+        return to_record(row)
+
+    async def get(self, connection_id: int) -> ConnectionRecord:
+        """One connection; ``ConnectionNotFound`` when the id is unknown."""
+        async with self._sessions() as session:
+            return to_record(await _row(session, connection_id))
+
+    async def list(self, limit: int, offset: int) -> tuple[builtins.list[ConnectionRecord], int]:
+        """A page of connections ordered by id, and the total count."""
+        async with self._sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(ExternalDbConnection))
+            rows = await session.scalars(
+                select(ExternalDbConnection)
+                .order_by(ExternalDbConnection.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [to_record(row) for row in rows], int(total or 0)
+
+    async def update(self, connection_id: int, changes: Mapping[str, Any]) -> ConnectionRecord:
+        """Apply ``changes`` (model field names; ``password`` as ``SecretStr``).
+
+        Bumps ``config_version`` when a pool-affecting field changes value.
+        """
+        values, password = _split_changes(changes)
+        with _integrity_errors(values.get("name")):
+            async with self._sessions.begin() as session:
+                row = await _row(session, connection_id, for_update=True)
+                require_password_for_new_server(row, values, password_given=password is not None)
+                changed = {key for key, value in values.items() if getattr(row, key) != value}
+                for key, value in values.items():
+                    setattr(row, key, value)
+                if password is not None:
+                    row.password_encrypted = self._box.encrypt(password)
+                    changed.add("password")
+                check_row(row)
+                row.updated_at = utc_now()
+                if changed - _UNVERSIONED_FIELDS:
+                    # An SQL expression, so concurrent updates can never lose a bump.
+                    row.config_version = ExternalDbConnection.config_version + 1
+                    await session.flush()
+                    await session.refresh(row)
+                return to_record(row)
+
+    async def delete(self, connection_id: int) -> None:
+        """Remove a connection; ``ConnectionNotFound`` when the id is unknown."""
+        async with self._sessions.begin() as session:
+            deleted = await session.scalar(
+                delete(ExternalDbConnection)
+                .where(ExternalDbConnection.id == connection_id)
+                .returning(ExternalDbConnection.id)
+            )
+            if deleted is None:
+                raise _not_found(connection_id)
+
+    async def rotate_keys(self) -> int:
+        """Re-encrypt every stored password under the first key, all in one transaction.
+
+        A row no configured key can open aborts the whole rotation with
+        ``CredentialsUnreadable`` naming it. Returns how many rows were re-encrypted.
+        """
+        async with self._sessions.begin() as session:
+            rows = (
+                await session.scalars(
+                    select(ExternalDbConnection).order_by(ExternalDbConnection.id).with_for_update()
+                )
+            ).all()
+            for row in rows:
+                row.password_encrypted = self._rotate_one(row)
+            return len(rows)
+
+    async def load_config(self, connection_id: int) -> ConnectionConfig:
+        """The pool's view of a connection, password decrypted (for the resolver only).
+
+        Raises ``ConnectionNotFound``, ``ConnectionInactive`` or ``CredentialsUnreadable``.
+        """
+        async with self._sessions() as session:
+            row = await _row(session, connection_id)
+        if not row.is_active:
+            raise ConnectionInactive(
+                f"connection {connection_id} is inactive", details={"connectionId": connection_id}
+            )
+        return to_config(row, SecretStr(self._decrypt_one(row)))
+
+    async def config_versions(self) -> dict[int, int]:
+        """``{id: config_version}`` of every active connection, in one query."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(ExternalDbConnection.id, ExternalDbConnection.config_version).where(
+                    ExternalDbConnection.is_active.is_(True)
+                )
+            )
+            return {row_id: version for row_id, version in result}
+
+    def _decrypt_one(self, row: ExternalDbConnection) -> str:
+        label = f"the stored password of connection {row.id}"
+        try:
+            return self._box.decrypt(row.password_encrypted, label=label)
+        except CredentialsUnreadable as exc:
+            exc.details["connectionId"] = row.id
+            raise
+
+    def _rotate_one(self, row: ExternalDbConnection) -> str:
+        label = f"the stored password of connection {row.id} (rotation aborted: nothing changed)"
+        try:
+            return self._box.rotate(row.password_encrypted, label=label)
+        except CredentialsUnreadable as exc:
+            exc.details["connectionId"] = row.id
+            raise
+
+
+async def _row(
+    session: AsyncSession, connection_id: int, *, for_update: bool = False
+) -> ExternalDbConnection:
+    row = await session.get(ExternalDbConnection, connection_id, with_for_update=for_update)
+    if row is None:
+        raise _not_found(connection_id)
+    return row
+
+
+def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Validate the keys of ``changes``; return the column values and the new password."""
+    unknown = sorted(set(changes) - UPDATABLE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown field {unknown[0]!r}", details={"field": unknown[0]})
+    values = dict(changes)
+    for key, value in values.items():
+        if value is None and key != "description":
+            raise ValidationFailed(f"{key} cannot be null", details={"field": key})
+    if "db_type" in values:
+        values["db_type"] = coerce_db_type(values["db_type"])
+    secret = values.pop("password", None)
+    if isinstance(secret, SecretStr):
+        return values, secret.get_secret_value()
+    return values, secret
+
+
+@contextlib.contextmanager
+def _integrity_errors(name: str | None) -> Iterator[None]:
+    """The one place a registry IntegrityError becomes a service error."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if _is_unique_violation(exc):
+            raise ConnectionNameTaken(
+                f"a connection named {name!r} already exists", details={"field": "name"}
+            ) from exc
+        raise ValidationFailed("the values break a registry constraint") from exc
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
+        return True
+    if getattr(orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE":
+        return True
+    return "unique" in str(orig).lower()
+
+
+def _not_found(connection_id: int) -> ConnectionNotFound:
+    return ConnectionNotFound(
+        f"connection {connection_id} does not exist", details={"connectionId": connection_id}
+    )

@@ -1,0 +1,379 @@
+"""The one load generator: ``wrk`` with a Lua POST script when it is on PATH, else a
+multi-process Python client (asyncio, raw HTTP/1.1 keep-alive sockets).
+
+Both send the same bodies (cycled per request) to the same path and report requests/s
+and latency percentiles over a measured window that follows a warm-up window. Every
+loop is bounded by a deadline; a connection that stalls past it counts as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from array import array
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+__all__ = ["LoadResult", "Workload", "percentile", "run_load", "wrk_available"]
+
+_STALL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What to send: a POST path and the JSON bodies to cycle through."""
+
+    path: str
+    bodies: tuple[bytes, ...]
+
+
+@dataclass
+class LoadResult:
+    """One measured window."""
+
+    generator: str
+    concurrency: int
+    duration_s: float
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def percentile(sorted_values: list[float] | array[float], q: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def run_load(
+    url: str,
+    work: Workload,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    cores: frozenset[int] | None,
+    processes: int,
+    use_wrk: bool,
+) -> LoadResult:
+    """Drive ``url + work.path`` at ``concurrency`` connections and measure one window."""
+    if use_wrk:
+        return _run_wrk(url, work, concurrency, duration_s, warmup_s, cores)
+    return _run_python(url, work, concurrency, duration_s, warmup_s, cores, processes)
+
+
+# ---------------------------------------------------------------- Python client
+
+
+def _run_python(
+    url: str,
+    work: Workload,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    cores: frozenset[int] | None,
+    processes: int,
+) -> LoadResult:
+    host, port = _host_port(url)
+    procs = max(1, min(processes, concurrency))
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    start_at = time.monotonic() + 0.3 + 0.05 * procs  # let every worker connect first
+    begin, end = start_at + warmup_s, start_at + warmup_s + duration_s
+    # fork: workers start in milliseconds; the parent runs no event loop at this point.
+    ctx: Any = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    queue: mp.Queue[tuple[int, int, bytes, str]] = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_worker_main,
+            args=(host, port, work, n, i, start_at, begin, end, cores, queue),
+            daemon=True,
+        )
+        for i, n in enumerate(shares)
+    ]
+    for w in workers:
+        w.start()
+    requests, errors, samples = 0, 0, array("d")
+    try:
+        for _ in workers:
+            done, errs, raw, failure = queue.get(
+                timeout=end - time.monotonic() + _STALL_GRACE_S + 15
+            )
+            if failure:
+                raise RuntimeError(f"load worker failed: {failure}")
+            requests, errors = requests + done, errors + errs
+            samples.frombytes(raw)
+    finally:
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
+    ordered = sorted(samples)
+    return LoadResult(
+        "python",
+        concurrency,
+        duration_s,
+        requests,
+        errors,
+        requests / duration_s,
+        _ms(percentile(ordered, 50)),
+        _ms(percentile(ordered, 99)),
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+def _worker_main(
+    host: str,
+    port: int,
+    work: Workload,
+    connections: int,
+    index: int,
+    start_at: float,
+    begin: float,
+    end: float,
+    cores: frozenset[int] | None,
+    queue: mp.Queue[tuple[int, int, bytes, str]],
+) -> None:
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # plain asyncio is slower but still correct
+        pass
+    requests = _build_requests(host, port, work)
+    stats = _Stats(begin, end)
+    failure = ""
+    try:
+        asyncio.run(_drive(host, port, requests, connections, index, start_at, stats))
+    except Exception as exc:  # reported to the parent, which fails the case
+        failure = f"{type(exc).__name__}: {exc}"
+    queue.put((stats.done, stats.errors, stats.samples.tobytes(), failure))
+
+
+def _build_requests(host: str, port: int, work: Workload) -> list[bytes]:
+    head = f"POST {work.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    return [f"{head}Content-Length: {len(b)}\r\n\r\n".encode() + b for b in work.bodies]
+
+
+class _Stats:
+    """Counts completions inside [begin, end); latencies in seconds."""
+
+    def __init__(self, begin: float, end: float) -> None:
+        self.begin, self.end = begin, end
+        self.done = 0
+        self.errors = 0
+        self.samples = array("d")
+
+    def record(self, sent_at: float, now: float, ok: bool) -> None:
+        if sent_at < self.begin or now >= self.end:
+            return
+        if ok:
+            self.done += 1
+            self.samples.append(now - sent_at)
+        else:
+            self.errors += 1
+
+
+async def _drive(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    index: int,
+    start_at: float,
+    stats: _Stats,
+) -> None:
+    loop = asyncio.get_running_loop()
+    protos: list[_Conn] = []
+    for i in range(connections):
+        offset = (index * 7919 + i * 104729) % len(requests)
+        _, proto = await loop.create_connection(partial(_Conn, requests, offset, stats), host, port)
+        protos.append(proto)
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    for proto in protos:
+        proto.send()
+    waits = [p.finished for p in protos]
+    timeout = stats.end - time.monotonic() + _STALL_GRACE_S
+    _, pending = await asyncio.wait(waits, timeout=max(0.1, timeout))
+    stats.errors += len(pending)  # stalled connections: counted, then dropped
+    for proto in protos:
+        proto.close()
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time (closed loop)."""
+
+    def __init__(self, requests: list[bytes], offset: int, stats: _Stats) -> None:
+        self.requests, self.next, self.stats = requests, offset, stats
+        self.buf = bytearray()
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; cast, don't check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self) -> None:
+        if time.monotonic() >= self.stats.end:
+            if not self.finished.done():
+                self.finished.set_result(None)
+            return
+        request = self.requests[self.next]
+        self.next = (self.next + 1) % len(self.requests)
+        self.sent_at = time.monotonic()
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        length = _content_length(self.buf, head_end)
+        if length is None:
+            self._fail()
+            return
+        total = head_end + 4 + length
+        if len(self.buf) < total:
+            return
+        ok = self.buf[9:10] == b"2"
+        del self.buf[:total]
+        self.stats.record(self.sent_at, time.monotonic(), ok)
+        self.send()
+
+    def _fail(self) -> None:
+        self.stats.errors += 1
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.stats.errors += 1
+            self.finished.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+def _content_length(buf: bytearray, head_end: int) -> int | None:
+    # Servers under test always send Content-Length; anything else is an error here.
+    head = bytes(buf[:head_end]).lower()
+    marker = head.find(b"\r\ncontent-length:")
+    if marker < 0:
+        return None
+    line_end = head.find(b"\r\n", marker + 2)
+    value = head[marker + 17 : line_end if line_end >= 0 else None]
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- wrk
+
+_LUA = """
+local bodies = {%s}
+local n = #bodies
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = (i %% n) + 1
+  return wrk.format(nil, "%s", nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local errs = summary.errors
+  io.write(string.format(
+    "BENCHJSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"duration_us\\": %%d, "
+    .. "\\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
+    summary.requests, errs.connect + errs.read + errs.write + errs.status + errs.timeout,
+    summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua_script(work: Workload) -> str:
+    bodies = ", ".join(json.dumps(b.decode()) for b in work.bodies)
+    return _LUA % (bodies, work.path)
+
+
+def _run_wrk(
+    url: str,
+    work: Workload,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    cores: frozenset[int] | None,
+) -> LoadResult:
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(_lua_script(work))
+        if warmup_s > 0:
+            _wrk_once(url, script, concurrency, warmup_s, cores)
+        out = _wrk_once(url, script, concurrency, duration_s, cores)
+    seconds = out["duration_us"] / 1e6
+    return LoadResult(
+        "wrk",
+        concurrency,
+        seconds,
+        int(out["requests"]),
+        int(out["errors"]),
+        out["requests"] / seconds,
+        round(out["p50_us"] / 1000.0, 3),
+        round(out["p99_us"] / 1000.0, 3),
+    )
+
+
+def _wrk_once(
+    url: str, script: Path, concurrency: int, seconds: float, cores: frozenset[int] | None
+) -> dict[str, float]:
+    threads = max(1, min(concurrency, len(cores) if cores else 1))
+    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+    argv += ["--timeout", "10s", "-s", str(script), url]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCHJSON "):
+            parsed: dict[str, float] = json.loads(line[len("BENCHJSON ") :])
+            return parsed
+    raise RuntimeError(f"wrk printed no summary: {proc.stdout[-500:]} {proc.stderr[-500:]}")

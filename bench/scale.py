@@ -1,0 +1,155 @@
+"""Scale figures of one fresh service process: RSS per live pool with 2 open connections,
+and pool-status / ``/metrics`` latency with many registered connections and live pools.
+
+Live pools point at MariaDB under a throwaway account (PostgreSQL allows 100 connections
+here, MariaDB 500), one open connection each; ``max_connections`` is raised only if needed
+and restored. Pool figures are checked against what the databases count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.client import API, RawHttp, bounded_gather, latency_summary, register
+from bench.dbadmin import mariadb_capacity, my_count, pg_count, throwaway_mariadb_user
+from bench.fixtures import PG, DbTarget
+
+__all__ = ["ScaleSize", "measure_scale"]
+
+_SETTLE_S = 0.5
+
+
+@dataclass(frozen=True)
+class ScaleSize:
+    registered: int  # connections in the registry
+    live: int  # of which have a live pool
+    memory_pools: dict[str, int]  # engine -> pools with 2 open connections for the RSS delta
+    status_samples: int
+    metrics_samples: int
+
+
+async def measure_scale(url: str, pid: int, size: ScaleSize) -> dict[str, Any]:
+    """Run every scale measurement against the service at ``url`` (process ``pid``)."""
+    need = size.live + 2 * size.memory_pools.get("mariadb", 0) + 2
+    with mariadb_capacity(need) as capacity, throwaway_mariadb_user() as my:
+        async with httpx.AsyncClient(base_url=url, timeout=60.0) as http:
+            memory = await _memory(http, psutil.Process(pid), my, size.memory_pools)
+            live = await _live_pools(http, my, size, already=memory["live_pools"])
+            status = await _latency(url, f"{API}/pool-status", size.status_samples)
+            metrics = await _latency(url, "/metrics", size.metrics_samples)
+            status["reported_total_pools"] = await _total_pools(http)
+            live["mariadb_user_connections"] = my_count(my.user)
+        return {
+            "memory": memory,
+            "live_pools": live,
+            "pool_status": status,
+            "metrics": metrics,
+            "mariadb": capacity,
+        }
+
+
+async def _memory(
+    http: httpx.AsyncClient, proc: psutil.Process, my: DbTarget, counts: dict[str, int]
+) -> dict[str, Any]:
+    targets = {"postgresql": PG, "mariadb": my}
+    # One warm pool per engine first, so the RSS delta excludes one-time imports (dialects,
+    # drivers) and the first-use caches of the routes.
+    for engine, db in targets.items():
+        warm = await register(http, f"bench-warm-{engine}", db)
+        await _two_open(http, warm, engine=engine)
+    await http.get(f"{API}/pool-status")
+    await http.get("/metrics")
+    ids = {
+        engine: [await register(http, f"bench-mem-{engine}-{i}", targets[engine]) for i in range(n)]
+        for engine, n in counts.items()
+    }
+    out: dict[str, Any] = {"live_pools": 2 + sum(counts.values())}
+    for engine, pool_ids in ids.items():
+        before = await _rss(proc)
+        await bounded_gather(partial(_two_open, http, engine=engine), pool_ids, 8)
+        after = await _rss(proc)
+        open_seen = await _open_by_status(http, pool_ids)
+        out[engine] = {
+            "pools": len(pool_ids),
+            "rss_before_kib": before // 1024,
+            "rss_after_kib": after // 1024,
+            "kib_per_pool": round((after - before) / 1024 / max(1, len(pool_ids)), 1),
+            "open_connections_by_status": open_seen,
+            "open_connections_by_database": await _db_count(engine, pool_ids, my),
+        }
+    return out
+
+
+async def _two_open(http: httpx.AsyncClient, connection_id: int, *, engine: str) -> None:
+    # Two overlapping statements force the pool to hold two connections.
+    sql = "SELECT pg_sleep(0.05)" if engine == "postgresql" else "SELECT SLEEP(0.05)"
+    path = f"{API}/{connection_id}/query"
+    responses = await asyncio.gather(*(http.post(path, json={"sql": sql}) for _ in range(2)))
+    for response in responses:
+        if response.status_code != 200:
+            raise RuntimeError(f"query on {connection_id}: {response.status_code} {response.text}")
+
+
+async def _rss(proc: psutil.Process) -> int:
+    await asyncio.sleep(_SETTLE_S)
+    return int(proc.memory_info().rss)
+
+
+async def _open_by_status(http: httpx.AsyncClient, ids: list[int]) -> int:
+    wanted = set(ids)
+    pools = (await http.get(f"{API}/pool-status")).json()["data"]["pools"]
+    return sum(p["openConnections"] for p in pools if p["connectionId"] in wanted)
+
+
+async def _db_count(engine: str, ids: list[int], my: DbTarget) -> int | str:
+    if engine == "postgresql":
+        return await pg_count(ids)
+    # The throwaway account also carries the warm and the live pools: report it whole.
+    return f"{my_count(my.user)} (whole account {my.user})"
+
+
+async def _live_pools(
+    http: httpx.AsyncClient, my: DbTarget, size: ScaleSize, *, already: int
+) -> dict[str, Any]:
+    """Register up to ``size.registered`` and make ``size.live`` pools live (1 open each)."""
+    fresh_live = max(0, size.live - already)
+    idle = max(0, size.registered - already - fresh_live)
+    names = [f"bench-live-{i}" for i in range(fresh_live)]
+    live_ids = await bounded_gather(lambda n: register(http, n, my), names, 8)
+    idle_names = [f"bench-idle-{i}" for i in range(idle)]
+    await bounded_gather(lambda n: register(http, n, PG), idle_names, 8)
+
+    async def touch(connection_id: int) -> int:
+        response = await http.post(f"{API}/{connection_id}/query", json={"sql": "SELECT 1"})
+        return response.status_code
+
+    codes = await bounded_gather(touch, live_ids, 16)
+    return {
+        "registered": already + fresh_live + idle,
+        "live_pools": already + fresh_live,
+        "failed_touches": sum(1 for c in codes if c != 200),
+    }
+
+
+async def _latency(url: str, path: str, samples: int) -> dict[str, Any]:
+    seconds: list[float] = []
+    size = 0
+    async with RawHttp(url) as raw:
+        for _ in range(samples):
+            elapsed, status, payload = await raw.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status} {payload[:300]!r}")
+            seconds.append(elapsed)
+            size = len(payload)
+    return latency_summary(seconds) | {"response_bytes": size}
+
+
+async def _total_pools(http: httpx.AsyncClient) -> int:
+    data = (await http.get(f"{API}/pool-status")).json()["data"]
+    return int(data["totalPools"])

@@ -1,0 +1,213 @@
+"""Faults provoked for real: killed backends, server-side idle timeouts, a database that
+goes away or stops answering, and cancelled callers. Checked for leaks and clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app.domain import ConnectionConfig
+from app.errors import DatabaseError, DbUnavailable
+from app.pools.managed_pool import ManagedPool
+from app.settings import Settings
+from tests.integration.test_pool_basics import (
+    ENGINES,
+    Target,
+    make_target,
+    pg_config,
+    scalar,
+    wait_for_count,
+)
+from tests.support import dbs
+from tests.support.proxy import TcpProxy
+
+pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb]
+
+
+@pytest.fixture(params=ENGINES)
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    yield from make_target(request.param)
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[list[ManagedPool]]:
+    made: list[ManagedPool] = []
+    yield made
+    for pool in made:
+        await pool.aclose(1.0)
+
+
+async def kill_all(target: Target, config: ConnectionConfig) -> int:
+    if target.is_pg:
+        conn = await dbs.pg_admin()
+        try:
+            rows = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1", config.pool_name)
+            return len(rows)
+        finally:
+            await conn.close()
+
+    def kill() -> int:
+        admin = dbs.my_admin()
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
+                            (config.username,))
+                ids = [row[0] for row in cur.fetchall()]
+                for pid in ids:
+                    cur.execute(f"KILL {int(pid)}")
+                return len(ids)
+        finally:
+            admin.close()
+
+    return await asyncio.to_thread(kill)
+
+
+async def warm(pool: ManagedPool, n: int) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(n):
+            conn = await stack.enter_async_context(pool.connection())
+            assert await scalar(conn, "SELECT 1") == 1
+
+
+async def test_all_backends_killed_costs_callers_nothing(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    config = target.config(max_connections=5)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    await warm(pool, 5)
+    assert await kill_all(target, config) == 5
+    await wait_for_count(target, config, 0)
+
+    async def one() -> int:
+        async with pool.connection() as conn:
+            return int(await scalar(conn, "SELECT 1"))
+
+    assert await asyncio.gather(*(one() for _ in range(50))) == [1] * 50
+    snap = pool.snapshot()
+    assert snap.checked_out == 0 and snap.open == await target.count(config)
+    assert snap.state == "ok"
+
+
+async def test_backend_killed_while_checked_out_is_discarded(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    config = target.config(max_connections=1)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own "connection lost"
+        async with pool.connection() as conn:
+            await scalar(conn, "SELECT 1")
+            await kill_all(target, config)
+            await asyncio.sleep(0.2)
+            await scalar(conn, "SELECT 1")
+    async with pool.connection() as conn:
+        assert await scalar(conn, "SELECT 1") == 1
+    assert pool.snapshot().open == await target.count(config) == 1
+
+
+async def test_mariadb_wait_timeout_expiry_is_invisible(pools: list[ManagedPool]) -> None:
+    from tests.integration.test_pool_basics import mysql_user
+
+    for user, password in mysql_user():
+        target = Target("mariadb", user, password)
+        config = target.config(max_connections=3)
+        pool = ManagedPool(config, Settings())
+        pools.append(pool)
+
+        # After our reset on return, shorten this session's wait_timeout (not the global one):
+        # the server then drops the idle pooled connections by itself.
+        @event.listens_for(pool.engine.sync_engine, "checkin")
+        def short_wait(dbapi_conn: Any, record: Any) -> None:
+            if dbapi_conn is not None:
+                dbapi_conn.run_async(lambda raw: raw.query("SET SESSION wait_timeout = 1"))
+
+        await warm(pool, 3)
+        assert await target.count(config) == 3
+        assert await wait_for_count(target, config, 0) == 0  # the server closed them
+        event.remove(pool.engine.sync_engine, "checkin", short_wait)
+        await asyncio.sleep(0.1)
+        assert pool.snapshot().open == 0  # seen from our side too, without a round trip
+        for _ in range(10):
+            async with pool.connection() as conn:
+                assert await scalar(conn, "SELECT 1") == 1
+        assert pool.snapshot().open == await target.count(config) == 1
+        assert await pool.trim_idle(3600) == 2  # the dead ones are let go for good
+        assert pool.snapshot().open == await target.count(config) == 1
+
+
+async def test_circuit_opens_fails_fast_and_recovers(pools: list[ManagedPool]) -> None:
+    async with TcpProxy(dbs.PG_HOST, dbs.PG_PORT) as proxy:
+        pool = ManagedPool(pg_config(port=proxy.port, connection_timeout=2), Settings())
+        pools.append(pool)
+        proxy.cut()
+        for _ in range(3):
+            with pytest.raises(DbUnavailable):
+                async with pool.connection():
+                    pass
+        assert pool.snapshot().state == "circuit_open"
+        dropped = proxy.dropped
+        with pytest.raises(DbUnavailable) as info:
+            async with pool.connection():
+                pass
+        assert info.value.details.get("circuitOpen") and info.value.retry_after
+        assert proxy.dropped == dropped  # failed fast: no connect attempt
+        proxy.restore()
+        await asyncio.sleep(info.value.retry_after + 0.05)
+        async with pool.connection() as conn:  # the probe
+            assert await scalar(conn, "SELECT 1") == 1
+        assert pool.snapshot().state == "ok"
+
+
+async def test_stalled_database_fails_within_the_timeouts(pools: list[ManagedPool]) -> None:
+    async with TcpProxy(dbs.PG_HOST, dbs.PG_PORT) as proxy:
+        config = pg_config(port=proxy.port, connection_timeout=1)
+        pool = ManagedPool(config, Settings())
+        pools.append(pool)
+        await warm(pool, 1)
+        proxy.stall()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseError):
+            async with pool.connection():
+                pass
+        # ping (<= 1 s) then one reconnect (<= 1 s), with slack for a loaded machine
+        assert asyncio.get_running_loop().time() - started < 4
+        assert pool.snapshot().checked_out == 0 and pool._gate.in_use == 0
+        proxy.restore()
+
+
+async def test_cancelled_caller_returns_its_connection(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    config = target.config(max_connections=2)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    sleep = "SELECT pg_sleep(5)" if target.is_pg else "SELECT SLEEP(5)"
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with pool.connection() as conn:
+            started.set()
+            await scalar(conn, sleep)
+
+    tasks = [asyncio.create_task(slow()) for _ in range(4)]  # two run, two wait
+    await started.wait()
+    await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(50):
+        if not pool._releases:
+            break
+        await asyncio.sleep(0.05)
+    assert (pool._gate.in_use, pool._gate.waiting, pool.checked_out) == (0, 0, 0)
+    assert await target.count(config) <= 2
+    async with pool.connection() as conn:
+        assert await scalar(conn, "SELECT 1") == 1

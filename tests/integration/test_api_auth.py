@@ -1,0 +1,118 @@
+"""Bearer auth: 401 without or with a wrong token, 403 for the query key on registry writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.integration import test_api_support as support
+from tests.integration.test_api_support import (
+    ADMIN,
+    ADMIN_KEY,
+    API_KEY,
+    BASE,
+    QUERY,
+    assert_error,
+    connection_body,
+    make_settings,
+    running_app,
+)
+
+registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
+
+
+@pytest.fixture
+async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(make_settings(registry_url)) as c:
+        yield c
+
+
+async def _registered_id(client: httpx.AsyncClient) -> int:
+    response = await client.post(BASE, json=connection_body(), headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return int(response.json()["data"]["id"])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": f"Basic {API_KEY}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer {ADMIN_KEY}x"},
+    ],
+    ids=["missing", "wrong", "not-bearer", "empty", "admin-plus-one"],
+)
+async def test_missing_or_wrong_token_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    cid = await _registered_id(client)
+    requests = [
+        ("GET", BASE),
+        ("GET", f"{BASE}/{cid}"),
+        ("POST", BASE),
+        ("PATCH", f"{BASE}/{cid}"),
+        ("DELETE", f"{BASE}/{cid}"),
+    ]
+    for method, url in requests:
+        response = await client.request(method, url, json=connection_body(), headers=headers)
+        assert_error(response, 401, "UNAUTHORIZED")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    still_there = await client.get(f"{BASE}/{cid}", headers=QUERY)
+    assert still_there.status_code == 200
+
+
+async def test_query_key_reads_but_cannot_write(client: httpx.AsyncClient) -> None:
+    cid = await _registered_id(client)
+    assert (await client.get(BASE, headers=QUERY)).status_code == 200
+    assert (await client.get(f"{BASE}/{cid}", headers=QUERY)).status_code == 200
+    writes = [
+        ("POST", BASE, connection_body()),
+        ("PATCH", f"{BASE}/{cid}", {"maxConnections": 3}),
+        ("DELETE", f"{BASE}/{cid}", None),
+    ]
+    for method, url, body in writes:
+        response = await client.request(method, url, json=body, headers=QUERY)
+        assert_error(response, 403, "FORBIDDEN")
+    unchanged = (await client.get(f"{BASE}/{cid}", headers=QUERY)).json()["data"]
+    assert unchanged["maxConnections"] == 10
+
+
+async def test_unauthenticated_caller_learns_nothing_from_validation(
+    client: httpx.AsyncClient,
+) -> None:
+    # Auth is checked before the body: a bad body without a token is 401, not 422.
+    response = await client.post(BASE, json={"port": "x"})
+    assert_error(response, 401, "UNAUTHORIZED")
+
+
+async def test_probes_and_docs_need_no_token(client: httpx.AsyncClient) -> None:
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+        assert (await client.get(path)).status_code == 200, path
+
+
+async def test_auth_off_allows_all_and_warns(
+    registry_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    settings = make_settings(registry_url, api_key=None, admin_api_key=None)
+    async with running_app(settings) as client:
+        created = await client.post(BASE, json=connection_body())
+        assert created.status_code == 201
+        cid = created.json()["data"]["id"]
+        assert (await client.delete(f"{BASE}/{cid}")).status_code == 200
+    assert any("auth is OFF" in r.getMessage() for r in caplog.records)
+
+
+async def test_only_query_key_set_refuses_writes(registry_url: str) -> None:
+    settings = make_settings(registry_url, admin_api_key=None)
+    async with running_app(settings) as client:
+        assert (await client.get(BASE, headers=QUERY)).status_code == 200
+        assert_error(
+            await client.post(BASE, json=connection_body(), headers=QUERY), 403, "FORBIDDEN"
+        )

@@ -1,0 +1,254 @@
+"""The registry endpoints end to end over HTTP, against SQLite and PostgreSQL registries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration import test_api_support as support
+from tests.integration.test_api_support import (
+    ADMIN,
+    BASE,
+    PASSWORD,
+    QUERY,
+    assert_error,
+    connection_body,
+    make_settings,
+    running_app,
+)
+
+registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
+
+
+@pytest.fixture
+async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(make_settings(registry_url)) as c:
+        yield c
+
+
+async def _create(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await client.post(BASE, json=connection_body(**overrides), headers=ADMIN)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def test_create_read_list_patch_delete_cycle(client: httpx.AsyncClient) -> None:
+    body = connection_body(description="reporting replica", options={"sslmode": "disable"})
+    created = await client.post(BASE, json=body, headers=ADMIN)
+    assert created.status_code == 201
+    envelope = created.json()
+    assert envelope["success"] is True and envelope["message"]
+    data = envelope["data"]
+    assert data["name"] == body["name"] and data["dbType"] == "postgresql"
+    assert data["port"] == 5432 and data["maxConnections"] == 10 and data["minConnections"] == 0
+    assert data["isActive"] is True and data["readOnly"] is False
+    assert data["options"] == {"sslmode": "disable"} and data["configVersion"] == 1
+    assert not {"password", "passwordEncrypted"} & set(data)
+    cid = data["id"]
+
+    one = await client.get(f"{BASE}/{cid}", headers=QUERY)
+    assert one.status_code == 200 and one.json()["data"] == data
+
+    listed = await client.get(BASE, params={"limit": 1000}, headers=QUERY)
+    page = listed.json()["data"]
+    assert cid in [item["id"] for item in page["items"]]
+    assert page["total"] >= len(page["items"]) >= 1
+
+    patched = await client.patch(f"{BASE}/{cid}", json={"maxConnections": 20}, headers=ADMIN)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["data"]["maxConnections"] == 20
+    assert patched.json()["data"]["configVersion"] > data["configVersion"]
+
+    deleted = await client.delete(f"{BASE}/{cid}", headers=ADMIN)
+    assert deleted.status_code == 200 and deleted.json()["success"] is True
+    assert_error(await client.get(f"{BASE}/{cid}", headers=QUERY), 404, "CONNECTION_NOT_FOUND")
+
+
+@pytest.mark.parametrize(("db_type", "port"), [("mysql", 3306), ("mariadb", 3306)])
+async def test_port_defaults_by_type(client: httpx.AsyncClient, db_type: str, port: int) -> None:
+    assert (await _create(client, dbType=db_type))["port"] == port
+
+
+async def test_empty_password_and_explicit_port_are_accepted(client: httpx.AsyncClient) -> None:
+    data = await _create(client, password="", port=6543, host="db-1.internal.example")
+    assert data["port"] == 6543 and data["host"] == "db-1.internal.example"
+
+
+async def test_ipv6_host_is_accepted(client: httpx.AsyncClient) -> None:
+    assert (await _create(client, host="::1"))["host"] == "::1"
+
+
+INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
+    ("db type", {"dbType": "oracle"}, "dbType"),
+    ("port zero", {"port": 0}, "port"),
+    ("port too big", {"port": 65536}, "port"),
+    ("port as text", {"port": "5432"}, "port"),
+    ("max zero", {"maxConnections": 0}, "maxConnections"),
+    ("max too big", {"maxConnections": 1001}, "maxConnections"),
+    ("min negative", {"minConnections": -1}, "minConnections"),
+    ("min above max", {"minConnections": 5, "maxConnections": 2}, "minConnections"),
+    ("connect timeout zero", {"connectionTimeout": 0}, "connectionTimeout"),
+    ("connect timeout huge", {"connectionTimeout": 3601}, "connectionTimeout"),
+    ("query timeout negative", {"queryTimeout": -1}, "queryTimeout"),
+    ("name empty", {"name": ""}, "name"),
+    ("name too long", {"name": "n" * 101}, "name"),
+    ("name blank", {"name": "   "}, "name"),
+    ("name control char", {"name": "a\nb"}, "name"),
+    ("host socket path", {"host": "/var/run/postgresql"}, "host"),
+    ("host with space", {"host": "db host"}, "host"),
+    ("host with NUL", {"host": "db\x00"}, "host"),
+    ("host url", {"host": "http://db"}, "host"),
+    ("host empty", {"host": ""}, "host"),
+    ("host leading hyphen", {"host": "-db.example"}, "host"),
+    ("host bad ip", {"host": "999.1.1.1"}, "host"),
+    ("host with port", {"host": "db:5432"}, "host"),
+    ("database empty", {"database": ""}, "database"),
+    ("database too long", {"database": "d" * 129}, "database"),
+    ("username empty", {"username": ""}, "username"),
+    ("username control char", {"username": "u\x07"}, "username"),
+    ("password not text", {"password": 12345}, "password"),
+    ("options not object", {"options": ["ssl"]}, "options"),
+    ("is active not bool", {"isActive": "yes"}, "isActive"),
+    ("unknown field", {"passwordEncrypted": "x"}, "passwordEncrypted"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "field"), INVALID_BODIES, ids=[c[0] for c in INVALID_BODIES]
+)
+async def test_invalid_create_is_422_naming_the_field(
+    client: httpx.AsyncClient, case: str, overrides: dict[str, Any], field: str
+) -> None:
+    response = await client.post(BASE, json=connection_body(**overrides), headers=ADMIN)
+    body = assert_error(response, 422, "VALIDATION_ERROR")
+    problems = body["error"]["details"]["errors"]
+    assert ["body", field] in [p["loc"] for p in problems], problems
+    assert all(set(p) == {"loc", "msg", "type"} for p in problems)
+    assert PASSWORD not in response.text
+
+
+@pytest.mark.parametrize("missing", ["name", "dbType", "host", "database", "username", "password"])
+async def test_missing_required_field_is_422(client: httpx.AsyncClient, missing: str) -> None:
+    body = connection_body()
+    del body[missing]
+    response = await client.post(BASE, json=body, headers=ADMIN)
+    problems = assert_error(response, 422, "VALIDATION_ERROR")["error"]["details"]["errors"]
+    assert ["body", missing] in [p["loc"] for p in problems]
+
+
+async def test_malformed_json_is_422_without_echo(client: httpx.AsyncClient) -> None:
+    raw = '{"password": "' + PASSWORD + '", "name": '
+    response = await client.post(
+        BASE, content=raw, headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert_error(response, 422, "VALIDATION_ERROR")
+    assert PASSWORD not in response.text
+
+
+@pytest.mark.parametrize("bad_id", ["abc", "0", "-1", "1.5", "99999999999999999999"])
+async def test_bad_path_id_is_422(client: httpx.AsyncClient, bad_id: str) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await client.request(method, f"{BASE}/{bad_id}", json={}, headers=ADMIN)
+        body = assert_error(response, 422, "VALIDATION_ERROR")
+        assert ["path", "connection_id"] in [p["loc"] for p in body["error"]["details"]["errors"]]
+
+
+async def test_unknown_id_is_404_for_every_method(client: httpx.AsyncClient) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await client.request(
+            method, f"{BASE}/987654321", json={"maxConnections": 3}, headers=ADMIN
+        )
+        assert_error(response, 404, "CONNECTION_NOT_FOUND")
+
+
+async def test_duplicate_name_is_409_on_create_and_patch(client: httpx.AsyncClient) -> None:
+    first = await _create(client)
+    second = await _create(client)
+    again = await client.post(BASE, json=connection_body(name=first["name"]), headers=ADMIN)
+    assert_error(again, 409, "CONNECTION_NAME_TAKEN")
+    renamed = await client.patch(
+        f"{BASE}/{second['id']}", json={"name": first["name"]}, headers=ADMIN
+    )
+    assert_error(renamed, 409, "CONNECTION_NAME_TAKEN")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"limit": "many"}, "limit"),
+    ],
+)
+async def test_bad_paging_is_422(
+    client: httpx.AsyncClient, params: dict[str, Any], field: str
+) -> None:
+    response = await client.get(BASE, params=params, headers=QUERY)
+    problems = assert_error(response, 422, "VALIDATION_ERROR")["error"]["details"]["errors"]
+    assert ["query", field] in [p["loc"] for p in problems]
+
+
+async def test_paging_limits_items_not_total(client: httpx.AsyncClient) -> None:
+    await _create(client)
+    await _create(client)
+    page = (await client.get(BASE, params={"limit": 1}, headers=QUERY)).json()["data"]
+    assert len(page["items"]) == 1 and page["total"] >= 2
+    beyond = (await client.get(BASE, params={"offset": 10**6}, headers=QUERY)).json()["data"]
+    assert beyond["items"] == [] and beyond["total"] == page["total"]
+
+
+async def test_patch_host_needs_password(client: httpx.AsyncClient) -> None:
+    cid = (await _create(client))["id"]
+    url = f"{BASE}/{cid}"
+    refused = await client.patch(url, json={"host": "db2.example"}, headers=ADMIN)
+    problems = assert_error(refused, 422, "VALIDATION_ERROR")["error"]["details"]["errors"]
+    assert ["body", "password"] in [p["loc"] for p in problems]
+    same_host = await client.patch(url, json={"host": "127.0.0.1"}, headers=ADMIN)
+    assert same_host.status_code == 200
+    moved = await client.patch(url, json={"host": "db2.example", "password": "new"}, headers=ADMIN)
+    assert moved.status_code == 200 and moved.json()["data"]["host"] == "db2.example"
+
+
+async def test_patch_validates_against_stored_values(client: httpx.AsyncClient) -> None:
+    cid = (await _create(client, maxConnections=5, minConnections=2))["id"]
+    url = f"{BASE}/{cid}"
+    below_min = await client.patch(url, json={"maxConnections": 1}, headers=ADMIN)
+    problems = assert_error(below_min, 422, "VALIDATION_ERROR")["error"]["details"]["errors"]
+    assert ["body", "maxConnections"] in [p["loc"] for p in problems]
+    for bad in ({"name": None}, {"port": 0}, {"host": "/tmp/sock", "password": "x"}, {"id": 7}):
+        response = await client.patch(url, json=bad, headers=ADMIN)
+        assert_error(response, 422, "VALIDATION_ERROR")
+    unchanged = await client.patch(url, json={}, headers=ADMIN)
+    assert unchanged.status_code == 200 and unchanged.json()["data"]["configVersion"] == 1
+    cleared = await client.patch(url, json={"description": None}, headers=ADMIN)
+    assert cleared.status_code == 200 and cleared.json()["data"]["description"] is None
+
+
+async def test_password_never_in_responses_or_debug_logs(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    created = await client.post(BASE, json=connection_body(), headers=ADMIN)
+    cid = created.json()["data"]["id"]
+    texts.append(created.text)
+    for response in (
+        await client.get(BASE, headers=QUERY),
+        await client.get(f"{BASE}/{cid}", headers=QUERY),
+        await client.patch(f"{BASE}/{cid}", json={"password": PASSWORD + "2"}, headers=ADMIN),
+        await client.patch(f"{BASE}/{cid}", json={"password": PASSWORD, "port": 0}, headers=ADMIN),
+        await client.post(BASE, json=connection_body(port="x"), headers=ADMIN),
+        await client.post(BASE, json=connection_body(password=[PASSWORD]), headers=ADMIN),
+        await client.delete(f"{BASE}/{cid}", headers=ADMIN),
+    ):
+        texts.append(response.text)
+        texts.append(str(response.headers))
+    assert caplog.records, "DEBUG capture saw nothing: the check would be vacuous"
+    for text in [*texts, caplog.text]:
+        assert PASSWORD not in text
