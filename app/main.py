@@ -3,7 +3,7 @@
 No module-level app or settings: ``uvicorn --factory app.main:create_app`` (or
 ``dbpool serve``) calls ``create_app()``, which reads ``DBPOOL_*`` once. The lifespan builds
 the parts in order — logging, secret box, registry engine, repository, resolver, pool
-manager — keeps them on ``app.state`` and tears them down in reverse order.
+manager, metrics, housekeeper — keeps them on ``app.state`` and tears them down in reverse order.
 
 The registry schema is NOT migrated here: run ``dbpool migrate`` first (``dbpool serve``
 does it for you); until then ``/readyz`` answers 503 and says so.
@@ -23,7 +23,9 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.routes import ROUTERS
 from app.logs import configure_logging
+from app.pools.housekeeper import Housekeeper
 from app.pools.manager import PoolManager
+from app.pools.metrics import PoolMetrics
 from app.registry.crypto import load_secret_box
 from app.registry.db import create_registry_engine, create_sessionmaker
 from app.registry.repository import ConnectionRepository
@@ -88,9 +90,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(engine.dispose)
         repository = ConnectionRepository(create_sessionmaker(engine), box)
         resolver = RegistryResolver(repository)
-        pool_manager = PoolManager(resolver, settings)
+        pool_metrics = PoolMetrics()
+        pool_manager = PoolManager(resolver, settings, metrics=pool_metrics)
+        pool_metrics.watch(pool_manager)
         stack.push_async_callback(pool_manager.aclose)
-        # The housekeeper goes here: start it last, push its aclose so it stops first.
+        housekeeper = Housekeeper(pool_manager, settings, metrics=pool_metrics)
+        housekeeper.start()
+        stack.push_async_callback(housekeeper.aclose)  # pushed last: stops first
+        app.state.pool_metrics = pool_metrics
+        app.state.housekeeper = housekeeper
         app.state.registry_engine = engine
         app.state.repository = repository
         app.state.resolver = resolver

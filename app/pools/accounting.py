@@ -22,29 +22,49 @@ __all__ = ["IDLE_SINCE", "PoolAccounting"]
 log = logging.getLogger(__name__)
 
 IDLE_SINCE = "dbpool_idle_since"  # record.info key: clock() when it last went idle
+_CONNECT_STARTED = "dbpool_connect_started"  # record.info key: clock() when connecting began
 
 
 class PoolAccounting:
     """Live figures of one engine's pool, fed by its pool events."""
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float], name: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Callable[[], float],
+        name: str,
+        *,
+        on_create: Callable[[float], None] | None = None,
+    ) -> None:
         self._clock = clock
         self._name = name
+        self._on_create = on_create
         self._open: set[ConnectionPoolEntry] = set()
         self._out: set[ConnectionPoolEntry] = set()
         self._attach(engine)
 
     def _attach(self, engine: AsyncEngine) -> None:
         target = engine.sync_engine
+        event.listen(target, "do_connect", self._on_do_connect)
         event.listen(target, "connect", self._on_connect)
         event.listen(target, "close", self._on_close)
         event.listen(target, "checkout", self._on_checkout)
         event.listen(target, "checkin", self._on_checkin)
         event.listen(target, "invalidate", self._on_invalidate)
 
+    def _on_do_connect(
+        self, dialect: Any, record: ConnectionPoolEntry, cargs: Any, cparams: Any
+    ) -> None:
+        # Only the start time: cparams holds the password and is never looked at or logged.
+        record.info[_CONNECT_STARTED] = self._clock()
+
     def _on_connect(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         self._open.add(record)
-        record.info[IDLE_SINCE] = self._clock()
+        now = self._clock()
+        record.info[IDLE_SINCE] = now
+        started = record.info.pop(_CONNECT_STARTED, None)
+        if started is not None and self._on_create is not None:
+            self._on_create(max(0.0, now - started))
 
     def _on_close(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         self._open.discard(record)

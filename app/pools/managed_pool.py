@@ -26,6 +26,7 @@ from app.pools.breaker import CircuitBreaker
 from app.pools.engine_factory import build_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
+from app.pools.metrics import PoolMetrics
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import hygiene_timeout
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
@@ -49,15 +50,19 @@ class ManagedPool:
         *,
         clock: Callable[[], float] = time.monotonic,
         recreations: int = 0,
+        metrics: PoolMetrics | None = None,
     ) -> None:
         self.config = config
+        self._metrics = metrics
         self._clock = clock
         self._timeout = config.connection_timeout
         self._hygiene = hygiene_timeout(config)
         self.engine: AsyncEngine = build_engine(config, settings)
         self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
         self._breaker = CircuitBreaker(config.pool_name, clock=clock)
-        self._accounting = PoolAccounting(self.engine, clock, config.pool_name)
+        self._accounting = PoolAccounting(
+            self.engine, clock, config.pool_name, on_create=self._observe_create
+        )
         self._holders: set[AsyncConnection] = set()
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -123,10 +128,13 @@ class ManagedPool:
             raise
         self._acquired(started)
         self._holders.add(conn)
+        lent = self._clock()
         try:
             yield conn
         finally:
             await self._release(conn)
+            if self._metrics is not None:
+                self._metrics.observe_use(self.config, self._clock() - lent)
 
     async def _admit(self) -> None:
         try:
@@ -184,9 +192,16 @@ class ManagedPool:
         )
 
     def _acquired(self, started: float) -> None:
+        waited = max(0.0, self._clock() - started)
         self._acquisitions += 1
-        self._acquire_seconds += max(0.0, self._clock() - started)
+        self._acquire_seconds += waited
         self.touch()
+        if self._metrics is not None:
+            self._metrics.observe_wait(self.config, waited)
+
+    def _observe_create(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_create(self.config, seconds)
 
     async def _release(self, conn: AsyncConnection) -> None:
         # A task, so a cancelled caller cannot interrupt the reset and return half-way;
@@ -215,6 +230,18 @@ class ManagedPool:
     def record_query_error(self, code: str) -> None:
         """Count a failed statement (the query path reports it; never a connect failure)."""
         self._query_errors += 1
+        if self._metrics is not None:
+            self._metrics.count_query_error(self.config, code)
+
+    def record_query(self, seconds: float) -> None:
+        """Observe how long one query or transaction took (the query path reports it)."""
+        if self._metrics is not None:
+            self._metrics.observe_query(self.config, seconds)
+
+    def mark_degraded(self, last_check_at: datetime | None) -> None:
+        """Start as ``degraded``: this pool replaces one whose health check failed."""
+        self._healthy = False
+        self._last_health_check_at = last_check_at
 
     # -- housekeeping ----------------------------------------------------------------
 

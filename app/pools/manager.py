@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from app.domain import ConfigResolver
 from app.pools.managed_pool import ManagedPool
+from app.pools.metrics import PoolMetrics
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
 
@@ -34,8 +35,10 @@ class PoolManager:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: PoolMetrics | None = None,
     ) -> None:
         self._resolver = resolver
+        self._metrics = metrics
         self._settings = settings
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -86,7 +89,9 @@ class PoolManager:
                     attempt < _BUILD_ATTEMPTS
                 ):
                     continue  # invalidated while we read the registry: read it again
-                pool = ManagedPool(config, self._settings, clock=self._clock)
+                pool = ManagedPool(
+                    config, self._settings, clock=self._clock, metrics=self._metrics
+                )
                 self._pools[connection_id] = pool
             log.info(
                 "pool created",
@@ -101,6 +106,7 @@ class PoolManager:
         async with self._lock:
             self._generations[connection_id] = self._generations.get(connection_id, 0) + 1
             pool = self._pools.pop(connection_id, None)
+        self._forget_metrics(connection_id)
         if pool is not None:
             log.info("pool invalidated", extra={"connection_id": connection_id})
             self._close_later(pool, grace=_in_flight_bound(pool))
@@ -108,9 +114,12 @@ class PoolManager:
     async def evict(self, connection_id: int) -> None:
         """Dispose an idle pool now (the housekeeper's idle-TTL eviction)."""
         async with self._lock:
-            pool = self._pools.pop(connection_id, None)
-        if pool is not None:
-            await pool.aclose(self._settings.shutdown_grace_seconds)
+            pool = self._pools.get(connection_id)
+            if pool is None or not pool.is_idle(0):
+                return  # a request arrived since the decision: keep the pool
+            del self._pools[connection_id]
+        self._forget_metrics(connection_id)
+        await pool.aclose(self._settings.shutdown_grace_seconds)
 
     async def rebuild(self, connection_id: int) -> None:
         """Replace an unhealthy pool with a fresh one on the same config."""
@@ -119,9 +128,16 @@ class PoolManager:
             if old is None:
                 return
             new = ManagedPool(
-                old.config, self._settings, clock=self._clock, recreations=old.recreations + 1
+                old.config,
+                self._settings,
+                clock=self._clock,
+                recreations=old.recreations + 1,
+                metrics=self._metrics,
             )
+            new.mark_degraded(old.snapshot().last_health_check_at)
             self._pools[connection_id] = new
+        if self._metrics is not None:
+            self._metrics.count_recreation(old.config)
         log.warning("unhealthy pool rebuilt", extra={"connection_id": connection_id,
                                                      "recreations": new.recreations})
         self._close_later(old, grace=_in_flight_bound(old))
@@ -160,6 +176,10 @@ class PoolManager:
         await asyncio.gather(
             *(pool.aclose(grace) for pool in pools), *self._closing, return_exceptions=True
         )
+
+    def _forget_metrics(self, connection_id: int) -> None:
+        if self._metrics is not None:
+            self._metrics.forget(connection_id)
 
     def _close_later(self, pool: ManagedPool, *, grace: float) -> None:
         task = asyncio.create_task(pool.aclose(grace))

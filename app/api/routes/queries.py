@@ -84,12 +84,15 @@ async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) 
     """``work`` on one connection of the pool; failures logged and counted."""
     pool = await pools.get(connection_id)
     async with pool.connection() as conn:
+        started = time.perf_counter()
         try:
             return await work(pool, conn)
         except DbPoolError as exc:
             pool.record_query_error(exc.code)
             log.warning("query failed", extra={"connection_id": connection_id, "code": exc.code})
             raise
+        finally:
+            pool.record_query(time.perf_counter() - started)
 
 
 async def _watched(request: Request, work: Awaitable[T]) -> T | Response:
