@@ -18,7 +18,12 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dbpool_request_id", default=None
 )
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# uvicorn adds `color_message` (the same text with ANSI colours) to its records: noise here.
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def current_request_id() -> str | None:

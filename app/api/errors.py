@@ -56,10 +56,20 @@ def error_response(exc: DbPoolError, headers: Mapping[str, str] | None = None) -
         all_headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = {
         "success": False,
-        "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+        "error": {"code": exc.code, "message": exc.message, "details": _details(exc)},
         "requestId": current_request_id(),
     }
     return JSONResponse(body, status_code=exc.status, headers=all_headers)
+
+
+def _details(exc: DbPoolError) -> dict[str, Any]:
+    """Every 422 names its fields the same way (``errors: [{loc, msg, type}]``), whether the
+    request schema or a deeper rule (registry, query binding) refused the value."""
+    details = exc.details
+    if isinstance(exc, ValidationFailed) and "errors" not in details and "field" in details:
+        problem = {"loc": ["body", details["field"]], "msg": exc.message, "type": "value_error"}
+        return {**details, "errors": [problem]}
+    return details
 
 
 def unhandled_error_response() -> JSONResponse:

@@ -54,9 +54,16 @@ AlembicAction = Callable[[Config], None]
 
 
 def alembic_directory() -> Path:
-    """The ``alembic/`` directory beside the ``app`` package, else under the working dir."""
-    beside_package = Path(app.__file__).resolve().parents[1] / "alembic"
-    return beside_package if beside_package.is_dir() else Path.cwd() / "alembic"
+    """Our migrations: the ``alembic/`` directory beside the ``app`` package, else under the
+    working directory. Checked by its ``env.py``: in a non-editable install the folder beside
+    ``app`` is the Alembic library itself."""
+    for candidate in (Path(app.__file__).resolve().parents[1], Path.cwd()):
+        if (candidate / "alembic" / "env.py").is_file():
+            return candidate / "alembic"
+    raise FileNotFoundError(
+        "the registry migrations (alembic/env.py) were not found beside the app package or in "
+        "the working directory; run dbpool from the project directory"
+    )
 
 
 def alembic_config(url: str) -> Config:

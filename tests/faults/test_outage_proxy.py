@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.errors import DatabaseError, DbUnavailable
-from tests.integration.test_monitor_support import (
+from tests.support import dbs
+from tests.support.monitor import (
     PASSWORD,
     Monitor,
     eventually,
@@ -21,7 +22,6 @@ from tests.integration.test_monitor_support import (
     monitored,
     pg_config,
 )
-from tests.support import dbs
 from tests.support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]

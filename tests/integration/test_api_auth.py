@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.integration import test_api_support as support
-from tests.integration.test_api_support import (
+from tests.support.api import (
     ADMIN,
     ADMIN_KEY,
     API_KEY,
@@ -20,14 +18,6 @@ from tests.integration.test_api_support import (
     make_settings,
     running_app,
 )
-
-registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
-
-
-@pytest.fixture
-async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_settings(registry_url)) as c:
-        yield c
 
 
 async def _registered_id(client: httpx.AsyncClient) -> int:

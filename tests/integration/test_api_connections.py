@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration import test_api_support as support
-from tests.integration.test_api_support import (
+from tests.support.api import (
     ADMIN,
     BASE,
     PASSWORD,
     QUERY,
     assert_error,
     connection_body,
-    make_settings,
-    running_app,
 )
-
-registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
-
-
-@pytest.fixture
-async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_settings(registry_url)) as c:
-        yield c
 
 
 async def _create(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:

@@ -10,8 +10,7 @@ import pytest
 from app.api.hosts import ensure_host_allowed
 from app.errors import HostNotAllowed
 from app.settings import Settings
-from tests.integration import test_api_support as support
-from tests.integration.test_api_support import (
+from tests.support.api import (
     ADMIN,
     BASE,
     assert_error,
@@ -19,8 +18,6 @@ from tests.integration.test_api_support import (
     make_settings,
     running_app,
 )
-
-registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
 
 RULES = "127.0.0.0/8,::1/128,db.example.com,*.corp.example"
 

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.integration import test_api_support as support
-from tests.integration.test_api_support import (
+from tests.support.api import (
     ADMIN,
     BASE,
     PASSWORD,
@@ -20,15 +19,7 @@ from tests.integration.test_api_support import (
     running_app,
 )
 
-registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
-
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_settings(registry_url)) as c:
-        yield c
 
 
 async def test_request_id_is_taken_from_a_sane_caller_value(client: httpx.AsyncClient) -> None:

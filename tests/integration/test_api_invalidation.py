@@ -5,31 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.integration import test_api_support as support
-from tests.integration.test_api_support import (
+from tests.support import dbs
+from tests.support.api import (
     ADMIN,
     BASE,
     QUERY,
     assert_error,
     connection_body,
-    make_settings,
-    running_app,
 )
-from tests.support import dbs
-
-registry_url = support.registry_url  # the fixture: SQLite and PostgreSQL registries
-
-
-@pytest.fixture
-async def client(registry_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_settings(registry_url)) as c:
-        yield c
 
 
 async def _wait_for_count(application_name: str, expected: int, within: float = 10.0) -> int:

@@ -1,8 +1,4 @@
-"""The registry migration on real SQLite files and real PostgreSQL databases.
-
-Also home of ``throwaway_registry``, the helper every registry test uses to get a
-database of its own (a fresh SQLite file, or ``CREATE DATABASE dbpool_reg_<random>``).
-"""
+"""The registry migration on real SQLite files and real PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import fcntl
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,33 +27,11 @@ from app.registry import (
     upgrade_to_head,
 )
 from app.registry.migrations import MIGRATION_LOCK_KEY, alembic_directory, lock_file_for
-from tests.support.dbs import PG_HOST, PG_PORT, PG_USER, pg_admin
+from tests.support.dbs import PG_HOST, PG_PORT, PG_USER
+from tests.support.registry import KINDS, throwaway_registry
 
-KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 TABLE = "external_db_connections"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _pg_execute(sql: str) -> None:
-    conn = await pg_admin()
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def throwaway_registry(kind: str, directory: Path) -> Iterator[str]:
-    """The URL of a brand-new, empty registry database, removed afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{directory / f'registry-{uuid.uuid4().hex[:8]}.sqlite3'}"
-        return
-    name = f"dbpool_reg_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_execute(f"CREATE DATABASE {name} OWNER {PG_USER}"))
-    try:
-        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        asyncio.run(_pg_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture(params=KINDS)

@@ -21,8 +21,8 @@ from app.pools.housekeeper import Housekeeper
 from app.registry.crypto import generate_key
 from app.registry.migrations import upgrade_to_head
 from app.settings import Settings
-from tests.integration.test_monitor_support import BASE, PASSWORD, eventually, pg_count, unique_id
 from tests.support import dbs
+from tests.support.monitor import BASE, PASSWORD, eventually, pg_count, unique_id
 
 pytestmark = pytest.mark.postgresql
 

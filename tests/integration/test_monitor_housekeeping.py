@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.logs import TextFormatter
-from tests.integration.test_monitor_support import (
+from tests.support import dbs
+from tests.support.monitor import (
     PASSWORD,
     Monitor,
     eventually,
@@ -22,7 +23,6 @@ from tests.integration.test_monitor_support import (
     pg_count,
     unique_id,
 )
-from tests.support import dbs
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 

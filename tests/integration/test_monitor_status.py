@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from app.domain import ConnectionConfig
-from tests.integration.test_monitor_support import (
+from tests.support import dbs
+from tests.support.monitor import (
     BASE,
     PASSWORD,
     Monitor,
@@ -25,7 +26,6 @@ from tests.integration.test_monitor_support import (
     pg_count,
     unique_id,
 )
-from tests.support import dbs
 
 pytestmark = pytest.mark.postgresql
 

@@ -33,7 +33,7 @@ from app.registry import (
     generate_key,
     upgrade_to_head,
 )
-from tests.integration.test_migrations import KINDS, throwaway_registry
+from tests.support.registry import KINDS, throwaway_registry
 
 KEY = generate_key()
 

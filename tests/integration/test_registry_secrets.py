@@ -25,7 +25,7 @@ from app.registry import (
     generate_key,
     upgrade_to_head,
 )
-from tests.integration.test_migrations import KINDS, throwaway_registry
+from tests.support.registry import KINDS, throwaway_registry
 
 K1, K2, K3 = generate_key(), generate_key(), generate_key()
 
