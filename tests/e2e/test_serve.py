@@ -77,31 +77,43 @@ def test_fresh_serve_on_sqlite_answers_healthz_and_stops_on_sigterm(
 
 
 @pytest.mark.postgresql
+@pytest.mark.mariadb
 def test_sigterm_with_live_pools_exits_and_closes_every_connection(
     start_server: StartServer,
 ) -> None:
-    server = start_server()
-    with server.client() as http:
-        conn_id = _register(http)["id"]
-        for _ in range(3):
-            response = http.post(f"{CONNECTIONS}/{conn_id}/query", json={"sql": "SELECT 1 AS x"})
-            assert response.status_code == 200, response.text
-    assert server.process is not None
-    # Every e2e server's first connection has id 1, so application_name alone would count
-    # other servers too: identify this process's backends by their client ports.
-    ports = _pg_client_ports(server.process.pid)
-    assert asyncio.run(_backends_on_ports(ports)) >= 1, "the pool holds no connection"
+    my_user, my_password = f"dbp_e2e_{secrets.token_hex(4)}", secrets.token_hex(12)
+    dbs.create_mysql_user(my_user, my_password)
+    try:
+        server = start_server()
+        with server.client() as http:
+            pg_id = _register(http)["id"]
+            my_id = _register(
+                http, dbType="mariadb", host=dbs.MY_HOST, port=dbs.MY_PORT,
+                database=dbs.MY_DATABASE, username=my_user, password=my_password,
+            )["id"]
+            for conn_id in (pg_id, my_id) * 3:
+                response = http.post(f"{CONNECTIONS}/{conn_id}/query", json={"sql": "SELECT 1"})
+                assert response.status_code == 200, response.text
+        assert server.process is not None
+        # Every e2e server's first connection has id 1, so application_name alone would count
+        # other servers too: identify this process's backends by their client ports.
+        ports = _pg_client_ports(server.process.pid)
+        assert asyncio.run(_backends_on_ports(ports)) >= 1, "the PostgreSQL pool holds nothing"
+        assert dbs.my_count(my_user) >= 1, "the MariaDB pool holds no connection"
 
-    began = time.monotonic()
-    server.stop()
-    assert time.monotonic() - began < 10
-    assert server.stopped_cleanly(), server.log()[-2000:]
-    for _ in range(50):  # backends notice the closed sockets within moments
-        if asyncio.run(_backends_on_ports(ports)) == 0:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("PostgreSQL backends outlived the server")
+        began = time.monotonic()
+        server.stop()
+        assert time.monotonic() - began < 10
+        assert server.stopped_cleanly(), server.log()[-2000:]
+        # The kernel would close the sockets of a killed process too: the log shows that the
+        # pools themselves were closed, in order, before the process went.
+        assert server.log().count("pool closed") >= 2, server.log()[-2000:]
+        deadline = time.monotonic() + 5
+        while asyncio.run(_backends_on_ports(ports)) or dbs.my_count(my_user):
+            assert time.monotonic() < deadline, "database connections outlived the server"
+            time.sleep(0.1)
+    finally:
+        dbs.drop_mysql_user(my_user)
 
 
 @pytest.mark.mariadb
