@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-__all__ = ["ConfigResolver", "ConnectionConfig", "DbType"]
+__all__ = ["SSL_MODES", "ConfigResolver", "ConnectionConfig", "DbType", "SslMode"]
 
 
 class DbType(enum.StrEnum):
@@ -22,6 +22,14 @@ class DbType(enum.StrEnum):
     @property
     def is_mysql_family(self) -> bool:
         return self is not DbType.POSTGRESQL
+
+
+SslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+"""TLS to the database, libpq's words: ``prefer`` tries TLS and falls back (PostgreSQL only;
+MySQL/MariaDB treat it as ``disable``), ``require`` encrypts without checking the certificate,
+``verify-ca`` checks it against the system CAs, ``verify-full`` checks the host name too."""
+
+SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

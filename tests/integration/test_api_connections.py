@@ -26,7 +26,7 @@ async def _create(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]
 
 
 async def test_create_read_list_patch_delete_cycle(client: httpx.AsyncClient) -> None:
-    body = connection_body(description="reporting replica", options={"sslmode": "disable"})
+    body = connection_body(description="reporting replica", options={"ssl": "disable"})
     created = await client.post(BASE, json=body, headers=ADMIN)
     assert created.status_code == 201
     envelope = created.json()
@@ -35,7 +35,7 @@ async def test_create_read_list_patch_delete_cycle(client: httpx.AsyncClient) ->
     assert data["name"] == body["name"] and data["dbType"] == "postgresql"
     assert data["port"] == 5432 and data["maxConnections"] == 10 and data["minConnections"] == 0
     assert data["isActive"] is True and data["readOnly"] is False
-    assert data["options"] == {"sslmode": "disable"} and data["configVersion"] == 1
+    assert data["options"] == {"ssl": "disable"} and data["configVersion"] == 1
     assert not {"password", "passwordEncrypted"} & set(data)
     cid = data["id"]
 
@@ -101,6 +101,8 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("username control char", {"username": "u\x07"}, "username"),
     ("password not text", {"password": 12345}, "password"),
     ("options not object", {"options": ["ssl"]}, "options"),
+    ("options unknown key", {"options": {"unix_socket": "/run/x.sock"}}, "options.unix_socket"),
+    ("options bad ssl mode", {"options": {"ssl": "maybe"}}, "options.ssl"),
     ("is active not bool", {"isActive": "yes"}, "isActive"),
     ("unknown field", {"passwordEncrypted": "x"}, "passwordEncrypted"),
 ]
@@ -115,7 +117,7 @@ async def test_invalid_create_is_422_naming_the_field(
     response = await client.post(BASE, json=connection_body(**overrides), headers=ADMIN)
     body = assert_error(response, 422, "VALIDATION_ERROR")
     problems = body["error"]["details"]["errors"]
-    assert ["body", field] in [p["loc"] for p in problems], problems
+    assert ["body", *field.split(".")] in [p["loc"] for p in problems], problems
     assert all(set(p) == {"loc", "msg", "type"} for p in problems)
     assert PASSWORD not in response.text
 

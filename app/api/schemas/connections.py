@@ -18,12 +18,13 @@ from pydantic import (
     Field,
     JsonValue,
     SecretStr,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from app.api.schemas.common import ApiModel
-from app.domain import DbType
+from app.domain import DbType, SslMode
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -101,6 +102,22 @@ _CREATE_EXAMPLE: dict[str, JsonValue] = {
 }
 
 
+class ConnectionOptions(ApiModel):
+    """Driver options; unknown keys are refused rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ssl: SslMode | None = Field(
+        default=None,
+        description="TLS mode: disable | prefer | require | verify-ca | verify-full "
+        "(default: prefer on PostgreSQL, disable on MySQL/MariaDB)",
+    )
+
+    def stored(self) -> dict[str, Any]:
+        """The form kept in the registry: only what was set."""
+        return self.model_dump(exclude_none=True)
+
+
 class ConnectionCreate(ApiModel):
     """A new registration. ``port`` defaults to 5432 (PostgreSQL) or 3306 (MySQL/MariaDB)."""
 
@@ -119,8 +136,12 @@ class ConnectionCreate(ApiModel):
     connection_timeout: Timeout = 30.0
     query_timeout: Timeout = 60.0
     read_only: Flag = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: ConnectionOptions = Field(default_factory=ConnectionOptions)
     description: Description | None = None
+
+    @field_serializer("options")
+    def _stored_options(self, options: ConnectionOptions) -> dict[str, Any]:
+        return options.stored()
 
     @model_validator(mode="after")
     def _default_port(self) -> ConnectionCreate:
@@ -152,7 +173,7 @@ class ConnectionUpdate(ApiModel):
     connection_timeout: Timeout | None = None
     query_timeout: Timeout | None = None
     read_only: Flag | None = None
-    options: dict[str, Any] | None = None
+    options: ConnectionOptions | None = None
     description: Description | None = None
 
     @field_validator(
@@ -180,7 +201,10 @@ class ConnectionUpdate(ApiModel):
 
     def changes(self) -> dict[str, Any]:
         """The fields the caller sent, snake_case (``password`` stays a ``SecretStr``)."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        changes = {name: getattr(self, name) for name in self.model_fields_set}
+        if isinstance(changes.get("options"), ConnectionOptions):
+            changes["options"] = changes["options"].stored()
+        return changes
 
 
 class ConnectionPublic(ApiModel):
