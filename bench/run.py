@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -96,6 +96,8 @@ class Run:
     group: ProcessGroup
     workdir: Path
     use_wrk: bool
+    engines: tuple[str, ...] = ("postgresql", "mariadb")
+    constant: bool = True
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -108,7 +110,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--no-service", action="store_true", help="baselines only")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client")
+    parser.add_argument("--engines", help="comma list: postgresql,mariadb (default both)")
+    parser.add_argument("--cases", help="comma list: select1,point,rows100 (default: the mode's)")
+    parser.add_argument("--concurrency", help="comma list of concurrencies (default: the mode's)")
+    parser.add_argument("--no-extras", action="store_true", help="throughput only")
+    parser.add_argument("--no-asyncmy", action="store_true", help="skip the asyncmy service")
+    parser.add_argument("--no-constant", action="store_true", help="skip the HTTP ceiling")
     return parser.parse_args(argv)
+
+
+def _narrowed(mode: Mode, args: argparse.Namespace) -> Mode:
+    """The mode with the command line's filters applied (a faster measure-change loop)."""
+    changes: dict[str, Any] = {}
+    if args.cases:
+        changes["cases"] = tuple(args.cases.split(","))
+    if args.concurrency:
+        changes["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
+    if args.no_asyncmy:
+        changes["asyncmy_cases"] = ()
+    return replace(mode, **changes)
 
 
 def _measure(
@@ -198,11 +218,11 @@ async def _register_all(servers: dict[str, Server]) -> dict[tuple[str, str], int
 
 def _throughput(run: Run, servers: dict[str, Server], ids: dict[tuple[str, str], int]) -> None:
     top = max(run.mode.concurrency)
-    for case in fixtures.cases_for(fixtures.PG, run.mode.cases[:1]):
+    for case in fixtures.cases_for(fixtures.PG, run.mode.cases[:1] if run.constant else ()):
         constant = fixtures.Case("constant", case.bodies)
         for c in run.mode.concurrency:
             _measure(run, servers["constant"], "constant", "none", constant, c, 0)
-    for db in (fixtures.PG, fixtures.MY):
+    for db in (d for d in (fixtures.PG, fixtures.MY) if d.engine in run.engines):
         for case in fixtures.cases_for(db, run.mode.cases):
             for c in run.mode.concurrency:
                 # Baseline and service back to back, so drift hits both alike.
@@ -282,7 +302,7 @@ def _meta(run: Run, argv: list[str]) -> dict[str, Any]:
 
 
 def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    mode = MODES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    mode = _narrowed(MODES["tiny" if args.tiny else "quick" if args.quick else "full"], args)
     cores = plan_cores()
     if cores.load:
         # The bench itself (extras client, proxy, forked load workers) keeps off the servers' CPU.
@@ -296,6 +316,8 @@ def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             ProcessGroup(workdir, cores.server),
             workdir,
             use_wrk=load.wrk_available() and not args.no_wrk,
+            engines=tuple(args.engines.split(",")) if args.engines else ("postgresql", "mariadb"),
+            constant=not args.no_constant,
         )
         extras: dict[str, Any] = {}
         try:
@@ -305,7 +327,7 @@ def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             _throughput(run, servers, ids)
             for name in list(servers):
                 run.group.stop(servers[name])
-            if not args.no_service:
+            if not args.no_service and not args.no_extras:
                 extras = _extras(run)
         except Exception as exc:
             run.errors.append(f"run aborted: {type(exc).__name__}: {exc}")

@@ -1,7 +1,8 @@
 """FastAPI dependencies as ``Annotated`` aliases: the app's parts and the auth checks.
 
 Everything is read from ``request.app.state``, set by ``main.create_app``'s lifespan;
-nothing here is a module-level global.
+nothing here is a module-level global. Each dependency is ``async def``: a plain ``def`` one
+would be run in the thread pool, a hop that costs more than the work on the hot path.
 """
 
 from __future__ import annotations
@@ -28,17 +29,17 @@ __all__ = [
 ]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_repository(request: Request) -> ConnectionRepository:
+async def get_repository(request: Request) -> ConnectionRepository:
     repository: ConnectionRepository = request.app.state.repository
     return repository
 
 
-def get_pool_manager(request: Request) -> PoolManager:
+async def get_pool_manager(request: Request) -> PoolManager:
     manager: PoolManager = request.app.state.pool_manager
     return manager
 
@@ -57,12 +58,12 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return None if credentials is None else credentials.credentials
 
 
-def require_query(settings: SettingsDep, credentials: _Credentials) -> None:
+async def require_query(settings: SettingsDep, credentials: _Credentials) -> None:
     """Any valid key (query or admin); no-op while auth is off."""
     authorize(settings, _token(credentials), Access.QUERY)
 
 
-def require_admin(settings: SettingsDep, credentials: _Credentials) -> None:
+async def require_admin(settings: SettingsDep, credentials: _Credentials) -> None:
     """The admin key; no-op while auth is off."""
     authorize(settings, _token(credentials), Access.ADMIN)
 

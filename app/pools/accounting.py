@@ -83,15 +83,17 @@ class PoolAccounting:
         """A record closed outside the pool's own path (forced after a failed close)."""
         self._open.discard(record)
 
-    def _live(self) -> set[ConnectionPoolEntry]:
-        return {record for record in self._open if not peer_closed(record)}
+    def counts(self) -> tuple[int, int]:
+        """``(open, checked_out)`` from one pass over the records (snapshots, metrics)."""
+        live = [record for record in self._open if not peer_closed(record)]
+        return len(live), sum(1 for record in live if record in self._out)
 
     @property
     def open(self) -> int:
         """Connections open to the database (what the database itself counts)."""
-        return len(self._live())
+        return self.counts()[0]
 
     @property
     def checked_out(self) -> int:
         """Open connections lent to requests now."""
-        return len(self._out & self._live())
+        return self.counts()[1]

@@ -7,21 +7,26 @@ environment variables, ``~/.pgpass`` or a service file.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL
+from sqlalchemy import event
+from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.domain import ConnectionConfig, DbType
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import attach_session_events
+from app.pools.translate import translate_error
 from app.settings import Settings
 
 __all__ = ["build_engine", "connect_args", "engine_url"]
 
 # Never read: handing asyncpg a path that does not exist stops it looking in $HOME.
 _NO_FILE = str(Path("/nonexistent/dbpool/no-such-file"))
+# Statements kept prepared per connection (asyncpg's LRU, keyed by SQL text).
+_PG_STATEMENT_CACHE = 100
 
 
 def _drivername(config: ConnectionConfig, settings: Settings) -> str:
@@ -66,14 +71,15 @@ def _pg_connect_args(config: ConnectionConfig) -> dict[str, Any]:
         "database": config.database,
         "passfile": _NO_FILE,
         "servicefile": _NO_FILE,
-        "ssl": config.options.get("sslmode", "prefer"),
+        "ssl": _ssl_mode(config, default="prefer"),  # asyncpg takes libpq's words
         "timeout": config.connection_timeout,
-        # Startup-packet settings survive DISCARD ALL / RESET ALL on return.
+        # Startup-packet settings survive RESET ALL on return.
         "server_settings": settings,
-        # DISCARD ALL drops server-side prepared statements, so neither asyncpg nor
-        # SQLAlchemy's adapter may cache them across requests.
-        "statement_cache_size": 0,
-        "prepared_statement_cache_size": 0,
+        # The reset on return keeps protocol-level prepared statements (session_reset), so
+        # asyncpg's statement cache saves a Parse round trip on every repeated statement.
+        "statement_cache_size": _PG_STATEMENT_CACHE,
+        # SQLAlchemy's adapter (health checks, tests) keeps its own small cache.
+        "prepared_statement_cache_size": 32,
     }
 
 
@@ -83,11 +89,32 @@ def _mysql_connect_args(config: ConnectionConfig) -> dict[str, Any]:
         "connect_timeout": config.connection_timeout,
         "local_infile": False,
         "charset": "utf8mb4",
+        # Sessions run in autocommit (session_reset re-applies it on every return): a
+        # /query statement commits on its own, a /transaction begins explicitly.
+        "autocommit": True,
     }
-    ssl = config.options.get("ssl")
-    if ssl is not None:
-        args["ssl"] = ssl
+    context = _mysql_ssl_context(_ssl_mode(config, default="disable"))
+    if context is not None:
+        args["ssl"] = context
     return args
+
+
+def _ssl_mode(config: ConnectionConfig, *, default: str) -> str:
+    """The registered TLS mode (``options.ssl``; ``sslmode`` from older registrations)."""
+    mode = config.options.get("ssl") or config.options.get("sslmode") or default
+    return str(mode)
+
+
+def _mysql_ssl_context(mode: str) -> ssl.SSLContext | None:
+    """aiomysql/asyncmy take an ``SSLContext``; ``prefer`` means no TLS there."""
+    if mode in ("disable", "prefer"):
+        return None
+    context = ssl.create_default_context()
+    if mode != "verify-full":
+        context.check_hostname = False
+    if mode == "require":
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def build_engine(config: ConnectionConfig, settings: Settings) -> AsyncEngine:
@@ -111,4 +138,21 @@ def build_engine(config: ConnectionConfig, settings: Settings) -> AsyncEngine:
         logging_name=config.pool_name,
     )
     attach_session_events(engine, config)
+    _translate_errors(engine, config)
     return engine
+
+
+def _translate_errors(engine: AsyncEngine, config: ConnectionConfig) -> None:
+    """Errors of statements run through SQLAlchemy itself (health checks, the catalogue)
+    leave the engine as our own ``DatabaseError``s, like those of the query path.
+
+    Connect failures are left alone: ``ManagedPool`` translates them with the breaker.
+    SQLAlchemy still invalidates a connection its dialect calls disconnected.
+    """
+    secrets = [config.password.get_secret_value()]
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        if context.connection is None or context.is_pre_ping:
+            return None
+        return translate_error(context.original_exception, config.db_type, secrets=secrets)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,6 +30,7 @@ from app.pools.idle import IdleKeeper
 from app.pools.metrics import PoolMetrics
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import hygiene_timeout
+from app.pools.stale import SentNothing
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
 from app.pools.translate import translate_error
 from app.settings import Settings
@@ -36,6 +38,8 @@ from app.settings import Settings
 __all__ = ["ManagedPool"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DRAIN_POLL = 0.02
 
@@ -111,6 +115,35 @@ class ManagedPool:
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """Lend one connection: fail fast while the circuit is open, wait fairly for at most
         ``connection_timeout``, return it (reset) even when the caller is cancelled."""
+        conn = await self._lend()
+        lent = self._clock()
+        try:
+            yield conn
+        finally:
+            await self._give_back(conn, lent)
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` on one lent connection. When it raises ``SentNothing`` (the connection
+        was dead before anything was sent), it runs once more on a fresh connection in the
+        same slot; any other failure, or a second dead one, is the caller's."""
+        conn = await self._lend()
+        lent = self._clock()
+        try:
+            try:
+                return await work(conn)
+            except SentNothing:
+                log.info("connection found dead before sending; retrying on a fresh one",
+                         extra={"pool": self.config.pool_name})
+            self._holders.discard(conn)
+            with suppress(Exception):
+                await conn.close()  # already invalidated: nothing goes back to the pool
+            conn = await self._connect(probe=False)
+            self._holders.add(conn)
+            return await work(conn)
+        finally:
+            await self._give_back(conn, lent)
+
+    async def _lend(self) -> AsyncConnection:
         if self._closing:
             raise DbUnavailable("The pool is being closed; retry", retry_after=0.1)
         probe = self._breaker.check()
@@ -128,13 +161,12 @@ class ManagedPool:
             raise
         self._acquired(started)
         self._holders.add(conn)
-        lent = self._clock()
-        try:
-            yield conn
-        finally:
-            await self._release(conn)
-            if self._metrics is not None:
-                self._metrics.observe_use(self.config, self._clock() - lent)
+        return conn
+
+    async def _give_back(self, conn: AsyncConnection, lent: float) -> None:
+        await self._release(conn)
+        if self._metrics is not None:
+            self._metrics.observe_use(self.config, self._clock() - lent)
 
     async def _admit(self) -> None:
         try:
@@ -335,7 +367,7 @@ class ManagedPool:
 
     def snapshot(self) -> PoolSnapshot:
         """The pool at this instant (status API, metrics, logs)."""
-        out, now = self.checked_out, self._clock()
+        (opened, out), now = self._accounting.counts(), self._clock()
         idle_seconds = max(0.0, now - self._last_used[0])
         return PoolSnapshot(
             connection_id=self.config.id,
@@ -343,7 +375,7 @@ class ManagedPool:
             db_type=self.config.db_type.value,
             pool_name=self.config.pool_name,
             checked_out=out,
-            checked_in=self.open - out,
+            checked_in=opened - out,
             max_connections=self.config.max_connections,
             min_connections=self.config.min_connections,
             waiting=self.waiting,

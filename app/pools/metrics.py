@@ -16,11 +16,18 @@ name or a user name. Each process (uvicorn worker, replica) reports only its own
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -53,12 +60,21 @@ class PoolCollector(Collector):
 
     def __init__(self, source: SnapshotSource) -> None:
         self._source = source
+        self._frozen: Sequence[PoolSnapshot] | None = None
+
+    def freeze(self) -> None:
+        """Read the pools now; collect from this copy (from another thread) until ``thaw``."""
+        self._frozen = self._source.snapshots()
+
+    def thaw(self) -> None:
+        self._frozen = None
 
     def describe(self) -> Iterable[Metric]:
         return self._families([])
 
     def collect(self) -> Iterable[Metric]:
-        return self._families(self._source.snapshots())
+        snaps = self._frozen if self._frozen is not None else self._source.snapshots()
+        return self._families(snaps)
 
     def _families(self, snaps: Sequence[PoolSnapshot]) -> list[Metric]:
         count = GaugeMetricFamily(
@@ -101,7 +117,12 @@ class PoolMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # The `_created` sample of every histogram child adds a line per pool and tells
+        # nothing a scraper needs (process-wide switch; prometheus_client has no other).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._collector: PoolCollector | None = None
+        self._render_lock = asyncio.Lock()
         self._lock = threading.Lock()
         self._known: dict[int, tuple[str, str, str]] = {}  # connection id -> its label values
         self._error_codes: dict[int, set[str]] = {}
@@ -149,11 +170,26 @@ class PoolMetrics:
         """Register the scrape-time collector over ``source`` (the pool manager)."""
         collector = PoolCollector(source)
         self.registry.register(collector)
+        self._collector = collector
         return collector
 
     def render(self) -> bytes:
         """Everything in this registry, Prometheus text format."""
         return render(self.registry)
+
+    async def render_off_loop(self) -> bytes:
+        """``render()`` in a worker thread: with hundreds of pools the text takes long enough
+        to stall every query on the event loop. The pools are read on the loop first (their
+        state is the loop's), the text is written in the thread from that frozen copy."""
+        async with self._render_lock:
+            collector = self._collector
+            if collector is not None:
+                collector.freeze()
+            try:
+                return await asyncio.to_thread(render, self.registry)
+            finally:
+                if collector is not None:
+                    collector.thaw()
 
     # Hooks the pools call; each is cheap (a dict lookup and one observation).
 

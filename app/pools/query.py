@@ -3,13 +3,19 @@
 Statements run on the driver connection under SQLAlchemy's ``AsyncConnection`` so that
 rows can be limited at the source:
 
-- PostgreSQL (asyncpg): prepare; a row-returning statement runs as a portal (cursor)
-  fetched with a row limit of ``max_rows + 1``, so the server stops producing rows;
-  other statements run once and report the command tag's count. Outside a transaction
-  a statement commits on its own.
-- MySQL/MariaDB: an unbuffered (server-side) cursor, ``fetchmany(max_rows + 1)``; when
-  there is more, the rest is never read: ``KILL QUERY`` stops the server and the
-  connection is discarded (draining it would read every row).
+- PostgreSQL (asyncpg): the statement comes from asyncpg's per-connection statement
+  cache (a Parse round trip only the first time on a connection), then one Bind/Execute
+  with a row limit of ``max_rows + 1`` on the unnamed portal, so the server stops
+  producing rows: one round trip. Outside a transaction a statement commits on its own.
+  Inside ``/transaction`` statements are prepared fresh (never a stale cached plan).
+- MySQL/MariaDB: sessions run in autocommit; an unbuffered (server-side) cursor,
+  ``fetchmany(max_rows + 1)``; when there is more, the rest is never read: ``KILL QUERY``
+  stops the server and the connection is discarded (draining it would read every row).
+
+A connection found dead before anything of the request was sent (the loop saw the server
+close it after checkout, or the driver refused before writing) raises ``SentNothing``;
+the pool then retries once on a fresh connection. Nothing the server may have received
+is ever retried.
 
 Timeouts: the effective timeout is ``min(config.query_timeout, timeout)``, enforced by
 the server's session limit (set by the engine factory) and by a client timer here; on
@@ -24,10 +30,11 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +43,8 @@ from app.domain import ConnectionConfig, DbType
 from app.errors import DatabaseError, DbPoolError, QueryTimeout, ValidationFailed
 from app.pools.cancel import backend_id, cancel_on_server
 from app.pools.encoding import RowFormat, coerce_pg_params, encode_rows
+from app.pools.session_reset import driver_closed
+from app.pools.stale import SentNothing, refused_before_send
 from app.pools.translate import translate_error
 
 __all__ = [
@@ -201,12 +210,21 @@ async def _guarded(runner: _Runner, work: Awaitable[T], seconds: float,
         await _shielded(runner.abandon(discard))
         raise QueryTimeout(f"The statement ran past its timeout of {seconds:g} s and was "
                            "cancelled", details={"timeoutSeconds": seconds}) from None
+    except SentNothing:
+        await _shielded((discard or _invalidate)(runner.conn))  # nothing runs on the server
+        raise
     except DbPoolError as exc:
         if not isinstance(exc, DatabaseError) or exc.code in _CLEAN_CODES:
             raise  # ours, raised before or after a statement that left the session clean
+        if runner.refused_first_send(exc.__cause__):
+            await _shielded((discard or _invalidate)(runner.conn))
+            raise SentNothing("the connection was closed before the statement was sent") from exc
         await _shielded(runner.abandon(discard))
         raise
     except Exception as exc:
+        if runner.refused_first_send(exc):
+            await _shielded((discard or _invalidate)(runner.conn))
+            raise SentNothing("the connection was closed before the statement was sent") from exc
         error = runner.translate(exc)
         if error.code not in _CLEAN_CODES:
             await _shielded(runner.abandon(discard))  # the session's state is unknown
@@ -235,14 +253,28 @@ class _Runner:
         self.max_rows, self.row_format = max_rows, row_format
         self.backend: int | None = None
         self.unread = False
+        self.sends = 0  # statements handed to the driver so far (each may reach the server)
 
     def translate(self, exc: BaseException) -> DatabaseError:
         return translate_error(exc, self.config.db_type,
                                secrets=[self.config.password.get_secret_value()])
 
+    def refused_first_send(self, exc: BaseException | None) -> bool:
+        """The driver refused the very first statement before writing it: nothing was sent."""
+        return exc is not None and self.sends <= 1 and refused_before_send(exc)
+
+    def _sending(self) -> None:
+        self.sends += 1
+
     async def _driver(self) -> Any:
-        raw = await self.conn.get_raw_connection()
+        sync = self.conn.sync_connection
+        if sync is not None and not sync.invalidated and not sync.closed:
+            raw = sync.connection  # already checked out: no I/O, no greenlet hop
+        else:
+            raw = await self.conn.get_raw_connection()
         driver = raw.driver_connection
+        if driver_closed(driver):
+            raise SentNothing("the server closed the connection before the statement was sent")
         self.backend = backend_id(driver, self.config.db_type)
         return driver
 
@@ -262,11 +294,14 @@ class _Runner:
         driver = await self._driver()
         if self.config.db_type is DbType.POSTGRESQL:
             level = _PG_ISOLATION[isolation] if isolation else None
+            self._sending()
             async with driver.transaction(isolation=level):
                 return await self._each(statements, lambda s: self._pg(driver, s, True))
-        await driver.rollback()  # nothing half-open from before
-        if isolation:
+        if isolation:  # applies to the next transaction: the one begun below
+            self._sending()
             await _mysql_exec(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        self._sending()
+        await driver.begin()  # the session runs in autocommit
         try:
             results = await self._each(statements, lambda s: self._mysql(driver, s, True))
         except DatabaseError:
@@ -299,37 +334,54 @@ class _Runner:
 
     async def _pg(self, pg: Any, statement: Statement, in_transaction: bool) -> StatementResult:
         sql, args = self._bind(statement)
-        prepared = await pg.prepare(sql)
-        args = coerce_pg_params(args or [], [p.name for p in prepared.get_parameters()])
-        attributes = prepared.get_attributes()
+        # In a transaction a stale cached plan would abort the whole transaction: prepare
+        # afresh (unnamed). Alone, asyncpg's cache is safe: a stale plan is re-prepared.
+        state = await pg._get_statement(sql, None, use_cache=not in_transaction)
+        values = coerce_pg_params(args or [], [p.name for p in state._get_parameters()])
+        attributes = state._get_attributes()
+        limit = self.max_rows + 1 if attributes else 0
+        rows, status = await self._pg_execute(pg, sql, state, values, limit,
+                                              retry=not in_transaction)
         if not attributes:
-            await prepared.fetch(*args)
-            match = _PG_COUNT.search(prepared.get_statusmsg() or "")
+            match = _PG_COUNT.search(status or "")
             return StatementResult(columns=[], rows=[], truncated=False,
                                    row_count=int(match.group(1)) if match else 0)
-        # A portal needs a transaction; its row limit stops the server producing more.
-        async with nullcontext() if in_transaction else pg.transaction():
-            cursor = await prepared.cursor(*args)
-            rows = await cursor.fetch(self.max_rows + 1)
+        if rows and len(rows[0]) != len(attributes):  # re-prepared after a schema change
+            attributes = (await pg._get_statement(sql, None))._get_attributes()
         json_columns = frozenset(i for i, a in enumerate(attributes) if a.type.name in _PG_JSON)
         return self._result([a.name for a in attributes], rows, json_columns)
+
+    async def _pg_execute(self, pg: Any, sql: str, state: Any, values: list[Any], limit: int,
+                          *, retry: bool) -> tuple[list[Any], str]:
+        """One Bind/Execute(limit)/Sync round trip on the unnamed portal (what asyncpg's own
+        ``fetch`` does, plus the row limit); a cached plan the server calls stale is dropped
+        and prepared again once: the server refused it before running anything."""
+        self._sending()
+        try:
+            rows, status, _ = await pg._protocol.bind_execute(state, values, "", limit, True,
+                                                               None)
+        except asyncpg.exceptions.InvalidCachedStatementError:
+            pg._drop_local_statement_cache()
+            if not retry or pg.is_in_transaction():
+                raise
+            fresh = await pg._get_statement(sql, None)
+            rows, status, _ = await pg._protocol.bind_execute(fresh, values, "", limit, True,
+                                                               None)
+        if isinstance(status, bytes):
+            status = status.decode()
+        return rows, status or ""  # no tag when the row limit suspended the portal
 
     # -- MySQL / MariaDB -------------------------------------------------------------
 
     async def _mysql_autocommit(self, driver: Any, statement: Statement) -> StatementResult:
-        try:
-            result = await self._mysql(driver, statement)
-        except DatabaseError:
-            await driver.rollback()
-            raise
-        if not result.unread:
-            await driver.commit()
-        return result
+        # The session is in autocommit: the statement committed itself (or failed whole).
+        return await self._mysql(driver, statement)
 
     async def _mysql(self, driver: Any, statement: Statement,
                      in_transaction: bool = False) -> StatementResult:
         sql, args = self._bind(statement)
         cursor = await _ss_cursor(driver)
+        self._sending()
         try:
             await cursor.execute(sql, args)
         except Exception as exc:

@@ -1,16 +1,20 @@
 """Connection hygiene, attached as pool events on ``engine.sync_engine``.
 
 - connect  (MySQL/MariaDB): detect the flavour, apply the session settings (statement
-  timeout, read-only). PostgreSQL gets its settings in the startup packet instead.
-- checkout: a bounded liveness ping on every reused connection; a dead one raises
-  ``DisconnectionError`` so SQLAlchemy silently replaces it (our own pre-ping: SQLAlchemy's
-  has no timeout, and aiomysql has no read timeout at all).
-- reset (on return): nothing one request did to its session reaches the next one.
-  PostgreSQL: roll back, then ``DISCARD ALL`` (startup-packet settings survive it).
-  MySQL/MariaDB: ``COM_RESET_CONNECTION``, the registered schema (a ``USE`` survives the
-  reset), then the charset, autocommit and session settings again (the reset restores the
-  global defaults): three round trips. A failed or slow reset raises,
-  and SQLAlchemy then invalidates the connection: it is discarded, never returned dirty.
+  timeout, read-only, autocommit). PostgreSQL gets its settings in the startup packet.
+- checkout: a socket the server already closed is refused for free (``driver_closed``); a
+  liveness ping runs only when the connection has shown no sign of life for
+  ``VALIDATE_AFTER`` seconds (HikariCP's rule). A dead one raises ``DisconnectionError``
+  so SQLAlchemy silently replaces it. The rare death the checks cannot see is caught by
+  the query path, which retries only when provably nothing was sent (``SentNothing``).
+- reset (on return), one round trip: nothing one request did reaches the next one.
+  PostgreSQL: roll back if a transaction is open, then what ``DISCARD ALL`` does except
+  ``DEALLOCATE ALL`` / ``DISCARD PLANS``, so the driver's prepared statements (its
+  statement cache) survive; prepared statements a caller made with SQL ``PREPARE`` are
+  spotted in the same round trip and deallocated one by one (a rare second trip).
+  MySQL/MariaDB: ``COM_RESET_CONNECTION``, ``COM_INIT_DB`` (a ``USE`` survives the reset)
+  and the session ``SET``s, pipelined in one write. A failed or slow reset raises, and
+  SQLAlchemy then invalidates the connection: it is discarded, never returned dirty.
 
 Every network wait here runs under ``asyncio.timeout``.
 """
@@ -18,6 +22,7 @@ Every network wait here runs under ``asyncio.timeout``.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,16 +35,29 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from app.domain import ConnectionConfig
 
 __all__ = [
+    "VALIDATE_AFTER",
     "attach_session_events",
+    "driver_closed",
     "hygiene_timeout",
     "mysql_session_statements",
     "peer_closed",
 ]
 
-_COM_RESET_CONNECTION = 0x1F
-_CONNECTED_AT = "dbpool_connected_at"
-_FRESH_WINDOW = 1.0  # seconds: a connection this new is alive by definition
+VALIDATE_AFTER = 0.5  # seconds without a sign of life before a checkout pings
+_ALIVE_AT = "dbpool_alive_at"  # record.info: monotonic time of the last proof of life
 _MARIADB = "dbpool_mariadb"
+_COM_INIT_DB = 0x02
+_COM_QUERY = 0x03
+_COM_RESET_CONNECTION = 0x1F
+
+# DISCARD ALL minus DEALLOCATE ALL and DISCARD PLANS; the last statement's tag says whether
+# a SQL-level prepared statement exists ("SELECT 1") and needs a second trip.
+_PG_RESET = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; "
+    "SELECT 1 FROM pg_prepared_statements WHERE from_sql LIMIT 1"
+)
+_PG_SQL_PREPARED = "SELECT name FROM pg_prepared_statements WHERE from_sql"
 
 
 def hygiene_timeout(config: ConnectionConfig) -> float:
@@ -47,20 +65,28 @@ def hygiene_timeout(config: ConnectionConfig) -> float:
     return min(config.connection_timeout, 5.0)
 
 
-def peer_closed(record: ConnectionPoolEntry) -> bool:
-    """True when the socket under a pooled connection is known dead (no round trip): the
-    server dropped it (``wait_timeout``, a kill, a restart) while it sat idle."""
-    driver = record.driver_connection
+def driver_closed(driver: Any) -> bool:
+    """True when a driver connection's socket is known dead (no round trip): closed by us,
+    or the server dropped it (``wait_timeout``, a kill, a restart) and the loop saw it."""
     if driver is None:
         return True
     is_closed = getattr(driver, "is_closed", None)  # asyncpg
     if callable(is_closed):
         return bool(is_closed())
-    writer = getattr(driver, "_writer", None)  # aiomysql / asyncmy keep a StreamWriter
-    if writer is None:
+    if hasattr(driver, "_writer"):  # aiomysql keeps a StreamWriter / StreamReader
+        writer = driver._writer
+        if writer is None or writer.transport.is_closing():
+            return True
+        return bool(getattr(driver._reader, "_eof", False))
+    transport = getattr(driver, "_transport", None)  # asyncmy: a protocol of its own
+    if transport is None or transport.is_closing() or not getattr(driver, "_connected", False):
         return True
-    reader = getattr(driver, "_reader", None)
-    return bool(writer.transport.is_closing() or getattr(reader, "_eof", False))
+    return bool(getattr(getattr(driver, "_proto", None), "eof", False))
+
+
+def peer_closed(record: ConnectionPoolEntry) -> bool:
+    """``driver_closed`` for a pool record."""
+    return driver_closed(record.driver_connection)
 
 
 def mysql_session_statements(
@@ -70,7 +96,7 @@ def mysql_session_statements(
 
     MariaDB's ``max_statement_time`` is in seconds and covers every statement; MySQL's
     ``max_execution_time`` is in milliseconds and applies to SELECT only (0 = no limit).
-    ``also``: further ``SET`` assignments to send in the same round trip.
+    ``also``: further ``SET`` assignments to send in the same statement.
     """
     if mariadb:
         timeout = f"SESSION max_statement_time = {float(query_timeout):.3f}"
@@ -90,19 +116,22 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
-        record.info[_CONNECTED_AT] = time.monotonic()
         if mysql:
             _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, config), timeout)
+        record.info[_ALIVE_AT] = time.monotonic()
 
     @event.listens_for(target, "checkout")
     def _on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
-        connected_at = record.info.pop(_CONNECTED_AT, None)
-        if connected_at is not None and time.monotonic() - connected_at < _FRESH_WINDOW:
-            return  # connected for this very checkout: skip the round trip
+        if driver_closed(record.driver_connection):
+            raise exc.DisconnectionError("the server closed the pooled connection")
+        now = time.monotonic()
+        if now - record.info.get(_ALIVE_AT, 0.0) <= VALIDATE_AFTER:
+            return  # it answered a moment ago: skip the round trip
         try:
             _run(dbapi_conn, _mysql_ping if mysql else _pg_ping, timeout)
         except Exception as error:
             raise exc.DisconnectionError("pooled connection failed its ping") from error
+        record.info[_ALIVE_AT] = now
 
     @event.listens_for(target, "reset")
     def _on_reset(dbapi_conn: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
@@ -113,6 +142,7 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
         else:
             dbapi_conn.rollback()  # the adapter's own transaction, if any
             _run(dbapi_conn, _pg_reset, timeout)
+        record.info[_ALIVE_AT] = time.monotonic()
 
 
 def _run(dbapi_conn: Any, fn: Callable[[Any], Awaitable[None]], timeout: float) -> None:
@@ -135,14 +165,23 @@ def _guarded(dbapi_conn: Any, fn: Callable[[Any], Awaitable[None]], timeout: flo
         raise
 
 
+# ---- PostgreSQL ----------------------------------------------------------------------
+
+
 async def _pg_ping(raw: Any) -> None:
     await raw.execute("SELECT 1")
 
 
 async def _pg_reset(raw: Any) -> None:
-    if raw.is_in_transaction():  # a BEGIN sent as plain SQL
+    if raw.is_in_transaction():  # a BEGIN sent as plain SQL, or a failed transaction
         await raw.execute("ROLLBACK")
-    await raw.execute("DISCARD ALL")
+    if await raw.execute(_PG_RESET) == "SELECT 1":
+        for record in await raw.fetch(_PG_SQL_PREPARED):
+            name = str(record[0]).replace('"', '""')
+            await raw.execute(f'DEALLOCATE "{name}"')
+
+
+# ---- MySQL / MariaDB -----------------------------------------------------------------
 
 
 async def _mysql_ping(raw: Any) -> None:
@@ -154,28 +193,50 @@ def _is_mariadb(raw: Any) -> bool:
     return "mariadb" in str(raw.get_server_info()).lower()
 
 
+def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[str]:
+    # Autocommit on: a /query statement commits on its own (no COMMIT round trip); a
+    # /transaction opens its transaction explicitly.
+    return mysql_session_statements(
+        mariadb=mariadb,
+        query_timeout=config.query_timeout,
+        read_only=config.read_only,
+        also=("NAMES utf8mb4", "autocommit = 1"),
+    )
+
+
 async def _mysql_setup(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
     mariadb = _is_mariadb(raw)
     record.info[_MARIADB] = mariadb
-    for sql in mysql_session_statements(
-        mariadb=mariadb, query_timeout=config.query_timeout, read_only=config.read_only
-    ):
-        await raw.query(sql)
+    await _pipelined(raw, [(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)])
 
 
 async def _mysql_reset(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
-    # PyMySQL/aiomysql have no wrapper for COM_RESET_CONNECTION: send it by hand.
-    await raw._execute_command(_COM_RESET_CONNECTION, b"")
-    await raw._read_ok_packet()
+    mariadb = bool(record.info.get(_MARIADB, _is_mariadb(raw)))
+    commands = [(_COM_RESET_CONNECTION, b"")]
     if config.database:  # the reset keeps the current schema: undo a USE
-        await raw.select_db(config.database)
-    # The reset restored the global charset and autocommit too: put back what the driver
-    # negotiated at connect time, in the same round trip as our own settings.
-    autocommit = 1 if raw.autocommit_mode else 0
-    for sql in mysql_session_statements(
-        mariadb=bool(record.info.get(_MARIADB, _is_mariadb(raw))),
-        query_timeout=config.query_timeout,
-        read_only=config.read_only,
-        also=("NAMES utf8mb4", f"autocommit = {autocommit}"),
-    ):
-        await raw.query(sql)
+        commands.append((_COM_INIT_DB, config.database.encode()))
+    # The reset restored the global charset and autocommit too: put ours back.
+    commands += [(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)]
+    await _pipelined(raw, commands)
+
+
+async def _pipelined(raw: Any, commands: list[tuple[int, bytes]]) -> None:
+    """Send every command in one write, then read each one's OK packet: one round trip.
+
+    The server reads commands one after another from the socket, so their answers come back
+    in order. Commands after a failing one are still answered, but the connection is then
+    out of step and the caller's error makes SQLAlchemy discard it.
+    """
+    first, *rest = commands
+    # The driver's own send: it settles an unfinished result before writing.
+    await raw._execute_command(first[0], first[1])
+    if rest:
+        raw._write_bytes(b"".join(_packet(command, payload) for command, payload in rest))
+    for _ in commands:
+        raw._next_seq_id = 1
+        await raw._read_ok_packet()
+
+
+def _packet(command: int, payload: bytes) -> bytes:
+    """One client command packet: 3-byte length, sequence id 0, command byte, payload."""
+    return struct.pack("<I", len(payload) + 1)[:3] + b"\x00" + bytes([command]) + payload

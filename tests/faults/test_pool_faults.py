@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy import event
 from app.domain import ConnectionConfig
 from app.errors import DatabaseError, DbUnavailable
 from app.pools.managed_pool import ManagedPool
+from app.pools.query import run_query
+from app.pools.session_reset import VALIDATE_AFTER
 from app.settings import Settings
 from tests.integration.test_pool_basics import (
     ENGINES,
@@ -173,6 +176,8 @@ async def test_stalled_database_fails_within_the_timeouts(pools: list[ManagedPoo
         pools.append(pool)
         await warm(pool, 1)
         proxy.stall()
+        # Past the validation window, so the checkout pings (a fresher one is trusted).
+        await asyncio.sleep(VALIDATE_AFTER + 0.1)
         started = asyncio.get_running_loop().time()
         with pytest.raises(DatabaseError):
             async with pool.connection():
@@ -211,3 +216,57 @@ async def test_cancelled_caller_returns_its_connection(
     assert await target.count(config) <= 2
     async with pool.connection() as conn:
         assert await scalar(conn, "SELECT 1") == 1
+
+
+async def test_connection_dead_before_sending_is_retried_once_on_a_fresh_one(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    config = target.config(max_connections=1)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    await warm(pool, 1)
+    calls: list[int] = []
+
+    async def work(conn: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the socket dies between checkout and the statement
+            driver = (await conn.get_raw_connection()).driver_connection
+            (getattr(driver, "terminate", None) or driver.close)()
+        return await run_query(conn, config, "SELECT 41 + 1 AS answer", max_rows=1)
+
+    result = await pool.run(work)
+    assert result.rows == [{"answer": 42}] and len(calls) == 2
+    assert pool.snapshot().checked_out == 0
+    assert pool.snapshot().open == await target.count(config) == 1
+
+
+async def test_statement_lost_mid_flight_is_never_run_twice(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    config = target.config(max_connections=1)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    table = f"once_{secrets.token_hex(4)}"
+    sleep = "pg_sleep(0.6)" if target.is_pg else "SLEEP(0.6)"
+    await pool.run(lambda conn: run_query(conn, config, f"CREATE TABLE {table} (x int)",
+                                          max_rows=1))
+    calls: list[int] = []
+
+    async def insert(conn: Any) -> Any:
+        calls.append(1)
+        return await run_query(conn, config, f"INSERT INTO {table} SELECT 1 FROM (SELECT {sleep})"
+                               " AS s", max_rows=1)
+
+    async def killer() -> None:
+        await asyncio.sleep(0.25)  # the INSERT is running on the server now
+        assert await kill_all(target, config) == 1
+
+    try:
+        results = await asyncio.gather(pool.run(insert), killer(), return_exceptions=True)
+        assert isinstance(results[0], DatabaseError), results
+        assert len(calls) == 1  # the server may have seen it: never sent again
+        count = await pool.run(lambda conn: run_query(
+            conn, config, f"SELECT count(*) AS n FROM {table}", max_rows=1))
+        assert count.rows[0]["n"] in (0, 1)
+    finally:
+        await pool.run(lambda conn: run_query(conn, config, f"DROP TABLE {table}", max_rows=1))

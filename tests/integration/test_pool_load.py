@@ -25,7 +25,8 @@ async def test_two_hundred_tasks_never_exceed_five(capped_target: Target) -> Non
     target = capped_target
     config = target.config(max_connections=5, connection_timeout=10)
     pool = ManagedPool(config, Settings(max_waiting_per_pool=100))
-    sleep = "SELECT pg_sleep(0.005)" if target.is_pg else "SELECT SLEEP(0.005)"
+    # Long enough (21 rounds of 5) for the sampler to see the database several times.
+    sleep = "SELECT pg_sleep(0.02)" if target.is_pg else "SELECT SLEEP(0.02)"
     outcomes: list[str] = []
     samples: list[int] = []
     done = asyncio.Event()

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from app.pools.managed_pool import ManagedPool
+from app.pools.query import run_query
 from app.pools.session_reset import mysql_session_statements
 from app.settings import Settings
 from tests.integration.test_pool_basics import ENGINES, Target, make_target, scalar
@@ -63,14 +64,14 @@ async def test_session_settings_do_not_leak(pool: ManagedPool) -> None:
     else:
         value = await two_requests(
             pool, ["SET SESSION sort_buffer_size = 40960", "SET SESSION max_statement_time = 1",
-                   "SET NAMES latin1", "SET autocommit = 1"],
+                   "SET NAMES latin1", "SET autocommit = 0"],
             "SELECT CONCAT_WS(',', @@sort_buffer_size, @@max_statement_time,"
             " @@character_set_client, @@autocommit)",
         )
         sort_buffer, max_time, charset, autocommit = value.split(",")
         assert sort_buffer != "40960"
         assert float(max_time) == 10.0  # re-applied after COM_RESET_CONNECTION
-        assert charset == "utf8mb4" and autocommit in ("0", "OFF")
+        assert charset == "utf8mb4" and autocommit in ("1", "ON")  # sessions autocommit
 
 
 async def test_user_variables_do_not_leak(pool: ManagedPool) -> None:
@@ -125,9 +126,18 @@ async def test_open_transactions_do_not_leak(pool: ManagedPool) -> None:
         await conn.exec_driver_sql(f"CREATE TABLE {table} (x int)")
         await conn.commit()
     try:
-        count = await two_requests(pool, [f"INSERT INTO {table} VALUES (1)"],
-                                   f"SELECT count(*) FROM {table}")
-        assert count == 0
+        if is_pg(pool):
+            count = await two_requests(pool, [f"INSERT INTO {table} VALUES (1)"],
+                                       f"SELECT count(*) FROM {table}")
+            assert count == 0
+        else:  # sessions run in autocommit: a transaction is opened explicitly
+            async with pool.connection() as conn:
+                for sql in ("START TRANSACTION", f"INSERT INTO {table} VALUES (1)"):
+                    await run_query(conn, pool.config, sql, max_rows=10)
+            async with pool.connection() as conn:
+                result = await run_query(conn, pool.config, f"SELECT count(*) AS n FROM {table}",
+                                         max_rows=10)
+                assert result.rows == [{"n": 0}]
         if is_pg(pool):  # a BEGIN sent as plain SQL, behind the adapter's back
             raw_begin = ["COMMIT", "BEGIN", f"INSERT INTO {table} VALUES (2)"]
             assert await two_requests(pool, raw_begin, f"SELECT count(*) FROM {table}") == 0

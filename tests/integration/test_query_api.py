@@ -99,7 +99,9 @@ async def test_missing_parameter_is_a_validation_error(api: Api, db_type: str) -
     cid = await api.register(db_type)
     response = await api.query(cid, "SELECT :a AS a, :b AS b", params={"a": 1})
     assert response.status_code == 422
-    assert error_of(response)["details"] == {"field": "params", "missing": ["b"]}
+    details = error_of(response)["details"]
+    assert details["field"] == "params" and details["missing"] == ["b"]
+    assert [e["loc"] for e in details["errors"]] == [["body", "params"]]
 
 
 @pytest.mark.parametrize("db_type", ENGINES)

@@ -45,7 +45,7 @@ def connection_body(db_type: str, **overrides: Any) -> dict[str, Any]:
         "maxConnections": 3,
         "connectionTimeout": 5,
         "queryTimeout": 20,
-        "options": {"sslmode": "disable"} if pg else {},
+        "options": {"ssl": "disable"} if pg else {},
     }
     body.update(overrides)
     return body

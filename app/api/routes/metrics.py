@@ -17,18 +17,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["monitoring"])
 
 
-def _metrics(request: Request) -> PoolMetrics:
-    state = request.app.state
-    metrics: PoolMetrics | None = getattr(state, "pool_metrics", None)
-    if metrics is None:
-        # Normally built by main's lifespan; this keeps /metrics useful in an app without it.
-        metrics = state.pool_metrics = PoolMetrics()
-        manager = getattr(state, "pool_manager", None)
-        if manager is not None:
-            metrics.watch(manager)
-    return metrics
-
-
 @router.get(
     "/metrics",
     dependencies=[QueryAccess],
@@ -41,4 +29,5 @@ def _metrics(request: Request) -> PoolMetrics:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(request: Request) -> Response:
-    return Response(_metrics(request).render(), media_type=CONTENT_TYPE_LATEST)
+    pool_metrics: PoolMetrics = request.app.state.pool_metrics
+    return Response(await pool_metrics.render_off_loop(), media_type=CONTENT_TYPE_LATEST)

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.deps import ConnectionId, QueryAccess, SettingsDep
+from app.api.deps import ConnectionId, PoolManagerDep, QueryAccess, SettingsDep
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
@@ -30,11 +30,12 @@ from app.api.schemas.queries import (
     TransactionResultPublic,
 )
 from app.domain import DbType
-from app.errors import DbPoolError, DbUnavailable
+from app.errors import DbPoolError
 from app.pools.catalogue import list_tables, read_rows
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
-from app.pools.query import Statement, run_query, run_transaction
+from app.pools.query import QueryResult, Statement, run_query, run_transaction
+from app.pools.stale import SentNothing
 from app.settings import Settings
 
 __all__ = ["router"]
@@ -64,15 +65,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix=PREFIX, tags=["queries"], responses=_ERRORS, dependencies=[QueryAccess])
 
-
-def _pool_manager(request: Request) -> PoolManager:
-    manager: PoolManager | None = getattr(request.app.state, "pool_manager", None)
-    if manager is None:
-        raise DbUnavailable("This service runs without database pools", retry_after=5.0)
-    return manager
-
-
-PoolsDep = Annotated[PoolManager, Depends(_pool_manager)]
 Work = Callable[[ManagedPool, AsyncConnection], Awaitable[T]]
 
 
@@ -83,10 +75,13 @@ def _max_rows(requested: int | None, settings: Settings) -> int:
 async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) -> T:
     """``work`` on one connection of the pool; failures logged and counted."""
     pool = await pools.get(connection_id)
-    async with pool.connection() as conn:
+
+    async def measured(conn: AsyncConnection) -> T:
         started = time.perf_counter()
         try:
             return await work(pool, conn)
+        except SentNothing:
+            raise  # not a query failure: the pool retries on a fresh connection
         except DbPoolError as exc:
             pool.record_query_error(exc.code)
             log.warning("query failed", extra={"connection_id": connection_id, "code": exc.code})
@@ -94,26 +89,39 @@ async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) 
         finally:
             pool.record_query(time.perf_counter() - started)
 
+    return await pool.run(measured)
+
 
 async def _watched(request: Request, work: Awaitable[T]) -> T | Response:
-    """``work``, cancelled when the client disconnects first (its statement with it)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """``work``, cancelled when the client disconnects first (its statement with it).
+
+    ``work`` runs in this task; a watcher task cancels it on a disconnect (one extra task
+    per request, not two plus ``asyncio.wait``).
+    """
+    me = asyncio.current_task()
+    assert me is not None
+    state = {"gone": False, "done": False}
+
+    async def watch() -> None:
+        await _disconnected(request)
+        if not state["done"]:
+            state["gone"] = True
+            me.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            log.info("client disconnected; cancelling its statement")
-            task.cancel()
-            with suppress(asyncio.CancelledError, DbPoolError):
-                await task
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return task.result()
+        result = await work
+        state["done"] = True
+        return result
+    except (asyncio.CancelledError, DbPoolError):
+        if not state["gone"]:
+            raise
+        me.uncancel()
+        log.info("client disconnected; its statement was cancelled")
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     finally:
+        state["done"] = True
         watcher.cancel()
-        if not task.done():  # we ourselves were cancelled
-            task.cancel()
-            with suppress(BaseException):
-                await asyncio.shield(task)
 
 
 async def _disconnected(request: Request) -> None:
@@ -133,10 +141,10 @@ async def query(
     connection_id: ConnectionId,
     body: QueryRequest,
     request: Request,
-    pools: PoolsDep,
+    pools: PoolManagerDep,
     settings: SettingsDep,
 ) -> Envelope[QueryResultPublic] | Response:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[QueryResultPublic]:
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> Response:
         result = await run_query(
             conn,
             pool.config,
@@ -147,10 +155,29 @@ async def query(
             row_format=body.row_format,
             discard=pool.discard,
         )
-        data = QueryResultPublic.model_validate(result, from_attributes=True)
-        return Envelope(data=data, message=f"{result.row_count} rows")
+        return _query_response(result)
 
     return await _watched(request, _on_connection(pools, connection_id, work))
+
+
+def _query_response(result: QueryResult) -> Response:
+    """The ``Envelope[QueryResultPublic]`` body, encoded once by pydantic-core's serializer.
+
+    The rows are JSON-ready already (``encode_rows``), so validating them again through the
+    response model would only cost time; ``response_model`` still documents the shape.
+    """
+    body = {
+        "success": True,
+        "data": {
+            "columns": result.columns,
+            "rows": result.rows,
+            "rowCount": result.row_count,
+            "truncated": result.truncated,
+            "durationMs": result.duration_ms,
+        },
+        "message": f"{result.row_count} rows",
+    }
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.post(
@@ -164,7 +191,7 @@ async def transaction(
     connection_id: ConnectionId,
     body: TransactionRequest,
     request: Request,
-    pools: PoolsDep,
+    pools: PoolManagerDep,
     settings: SettingsDep,
 ) -> Envelope[TransactionResultPublic] | Response:
     statements = [Statement(sql=s.sql, params=s.params) for s in body.statements]
@@ -198,7 +225,7 @@ async def transaction(
     description="PostgreSQL: every non-system schema; MySQL/MariaDB: the database.",
 )
 async def tables(
-    connection_id: ConnectionId, pools: PoolsDep, settings: SettingsDep
+    connection_id: ConnectionId, pools: PoolManagerDep, settings: SettingsDep
 ) -> Envelope[list[TablePublic]]:
     async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[list[TablePublic]]:
         found = await list_tables(
@@ -218,7 +245,7 @@ async def tables(
 async def table_rows(
     connection_id: ConnectionId,
     table: str,
-    pools: PoolsDep,
+    pools: PoolManagerDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, description="Rows to return (default 100)")] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -247,7 +274,7 @@ async def table_rows(
     "error (DB_AUTH_FAILED, DB_UNAVAILABLE, ...).",
 )
 async def test_connection(
-    connection_id: ConnectionId, pools: PoolsDep
+    connection_id: ConnectionId, pools: PoolManagerDep
 ) -> Envelope[ConnectionTestPublic]:
     started = time.perf_counter()
 
