@@ -114,7 +114,8 @@ class ManagedPool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """Lend one connection: fail fast while the circuit is open, wait fairly for at most
-        ``connection_timeout``, return it (reset) even when the caller is cancelled."""
+        ``connection_timeout``, return it (reset) even when the caller was cancelled; a
+        cancel that lands during the reset itself discards the connection instead."""
         conn = await self._lend()
         lent = self._clock()
         try:
@@ -236,8 +237,15 @@ class ManagedPool:
             self._metrics.observe_create(self.config, seconds)
 
     async def _release(self, conn: AsyncConnection) -> None:
-        # A task, so a cancelled caller cannot interrupt the reset and return half-way;
-        # the gate slot is freed only once the connection is back in the pool.
+        me = asyncio.current_task()
+        if me is None or not me.cancelling():
+            # The usual case, inline (no task per request). A cancellation that lands
+            # mid-reset makes SQLAlchemy invalidate the connection: closed, never reused
+            # dirty; the gate slot is freed in ``_return``'s ``finally`` either way.
+            await self._return(conn)
+            return
+        # Already cancelled: a task the caller's next cancel cannot interrupt, so the reset
+        # completes and the connection goes back to the pool before its slot is freed.
         task = asyncio.create_task(self._return(conn))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)

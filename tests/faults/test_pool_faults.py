@@ -270,3 +270,36 @@ async def test_statement_lost_mid_flight_is_never_run_twice(
         assert count.rows[0]["n"] in (0, 1)
     finally:
         await pool.run(lambda conn: run_query(conn, config, f"DROP TABLE {table}", max_rows=1))
+
+
+async def test_cancelled_during_the_reset_discards_the_connection(
+    pools: list[ManagedPool],
+) -> None:
+    # The release runs inline (no task) unless the caller is already cancelled: a cancel
+    # that lands mid-reset must free the slot and close the connection, never reuse it.
+    async with TcpProxy(dbs.PG_HOST, dbs.PG_PORT) as proxy:
+        config = pg_config(port=proxy.port, connection_timeout=2)
+        pool = ManagedPool(config, Settings())
+        pools.append(pool)
+        await warm(pool, 1)
+        ran = asyncio.Event()
+
+        async def work(conn: Any) -> Any:
+            result = await run_query(conn, config, "SELECT 1 AS one", max_rows=1)
+            proxy.stall()  # the reset on return now hangs on the wire
+            ran.set()
+            return result
+
+        task = asyncio.create_task(pool.run(work))
+        await ran.wait()
+        await asyncio.sleep(0.2)  # inside the reset
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 3)
+        assert (pool._gate.in_use, pool.checked_out) == (0, 0)
+        proxy.restore()
+        assert pool.open == 0  # invalidated, not returned
+        async with pool.connection() as conn:
+            assert await scalar(conn, "SELECT 1") == 1
+        assert pool.open == 1
