@@ -1,5 +1,5 @@
 """Fault figures: fail-fast latency while a circuit is open, and the time from the
-database coming back to the first successful query (through a ``CutProxy``)."""
+database coming back to the first successful query (through the test-side ``TcpProxy``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 from bench.client import API, RawHttp, latency_summary, register
 from bench.fixtures import PG, DbTarget
 from bench.procs import free_port
-from bench.proxy import CutProxy
+from tests.support.proxy import TcpProxy
 
 __all__ = ["measure_fail_fast", "measure_recovery"]
 
@@ -111,7 +111,7 @@ def _retry_after(response: httpx.Response | None) -> float | None:
 
 
 async def _recovery(http: httpx.AsyncClient) -> dict[str, Any]:
-    async with CutProxy(PG.host, PG.port) as proxy:
+    async with TcpProxy(PG.host, PG.port) as proxy:
         via = DbTarget("postgresql", "127.0.0.1", proxy.port, PG.database, PG.user, PG.password)
         connection_id = await register(http, "bench-proxied", via, connectionTimeout=2.0)
         first = await http.post(f"{API}/{connection_id}/query", json={"sql": "SELECT 1"})

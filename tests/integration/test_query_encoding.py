@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_query_support import Api, admin_exec, api, query_registry, unique
+from tests.support.query import Api, admin_exec, api, query_registry, unique
 
 __all__ = ["api", "query_registry"]  # fixtures
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_query_support import (
+from tests.support.query import (
     BASE,
     ENGINES,
     Api,
