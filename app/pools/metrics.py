@@ -240,9 +240,10 @@ class PoolMetrics:
 
     def _track(self, config: ConnectionConfig) -> tuple[str, str, str]:
         labels = _config_labels(config)
-        with self._lock:
-            known = self._known.get(config.id)
-        if known is not None and known != labels:  # db_type changed by a PATCH: drop old series
+        known = self._known.get(config.id)
+        if known == labels:
+            return labels  # the per-request path: one dict lookup, no lock
+        if known is not None:  # db_type changed by a PATCH: drop the old series
             self.forget(config.id)
         with self._lock:
             self._known[config.id] = labels

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,9 +12,10 @@ from app.logs import TextFormatter
 from tests.support import dbs
 from tests.support.monitor import (
     PASSWORD,
-    Monitor,
+    burst,
     eventually,
     maria_config,
+    maria_user,
     monitor_settings,
     monitored,
     my_count,
@@ -24,22 +24,9 @@ from tests.support.monitor import (
     unique_id,
 )
 
+__all__ = ["maria_user"]  # fixtures
+
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
-
-
-@pytest.fixture
-def maria_user() -> Iterator[str]:
-    name = f"dbpmon{unique_id()}"
-    dbs.create_mysql_user(name, PASSWORD)
-    try:
-        yield name
-    finally:
-        dbs.drop_mysql_user(name)
-
-
-async def burst(monitor: Monitor, cid: int, sql: str, n: int) -> None:
-    async with asyncio.timeout(20):
-        await asyncio.gather(*(monitor.run(cid, sql) for _ in range(n)))
 
 
 def series_of(samples: list[tuple[str, dict[str, str], float]], cid: int) -> list[str]:

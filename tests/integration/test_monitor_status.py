@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,8 +17,10 @@ from tests.support.monitor import (
     BASE,
     PASSWORD,
     Monitor,
+    burst,
     eventually,
     maria_config,
+    maria_user,
     monitor_settings,
     monitored,
     my_count,
@@ -26,6 +28,8 @@ from tests.support.monitor import (
     pg_count,
     unique_id,
 )
+
+__all__ = ["maria_user"]  # fixtures
 
 pytestmark = pytest.mark.postgresql
 
@@ -38,21 +42,6 @@ async def monitor(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Monitor]:
     async with monitored(monitor_settings()) as running:
         yield running
     assert PASSWORD not in caplog.text  # no line at any level carries a registered password
-
-
-@pytest.fixture
-def maria_user() -> Iterator[str]:
-    name = f"dbpmon{unique_id()}"
-    dbs.create_mysql_user(name, PASSWORD)
-    try:
-        yield name
-    finally:
-        dbs.drop_mysql_user(name)
-
-
-async def burst(monitor: Monitor, cid: int, sql: str, n: int) -> None:
-    async with asyncio.timeout(20):
-        await asyncio.gather(*(monitor.run(cid, sql) for _ in range(n)))
 
 
 def used_idle(samples: list[tuple[str, dict[str, str], float]], cid: int) -> dict[str, float]:

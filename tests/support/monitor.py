@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -203,3 +204,20 @@ async def pg_count(connection_id: int) -> int:
 
 async def my_count(user: str) -> int:
     return await asyncio.to_thread(dbs.my_count, user)
+
+
+@pytest.fixture
+def maria_user() -> Iterator[str]:
+    """A throwaway MariaDB account, so a test counts only its own pool's connections."""
+    name = f"dbpmon{unique_id()}"
+    dbs.create_mysql_user(name, PASSWORD)
+    try:
+        yield name
+    finally:
+        dbs.drop_mysql_user(name)
+
+
+async def burst(monitor: Monitor, cid: int, sql: str, n: int) -> None:
+    """``n`` statements at once through the pool, bounded in time."""
+    async with asyncio.timeout(20):
+        await asyncio.gather(*(monitor.run(cid, sql) for _ in range(n)))
