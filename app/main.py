@@ -19,8 +19,9 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app import __version__
+from app.api.deps import ApiParts
 from app.api.errors import install_error_handlers
-from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import RequestMiddleware
 from app.api.routes import ROUTERS
 from app.logs import configure_logging
 from app.pools.housekeeper import Housekeeper
@@ -100,9 +101,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
         app.state.registry_engine = engine
-        app.state.repository = repository
-        app.state.resolver = resolver
-        app.state.pool_manager = pool_manager
+        app.state.parts = ApiParts(settings, repository, pool_manager)
         logger.info("dbpool %s started", __version__)
         yield
         logger.info("dbpool stopping")
@@ -123,7 +122,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Added last = outermost: the request id wraps everything, even the 413 and the 500s.
-    app.add_middleware(BodySizeLimitMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    # Outermost of ours: the request id wraps everything, even the 413 and the 500s.
+    app.add_middleware(RequestMiddleware)
     return app

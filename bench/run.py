@@ -72,7 +72,7 @@ MODES = {
         0.5,
         1,
         ("point", "rows100"),
-        ScaleSize(1000, 500, {"postgresql": 10, "mariadb": 40}, 200, 30),
+        ScaleSize(1000, 500, {"postgresql": 20, "mariadb": 40}, 200, 30),
         200,
     ),
     "tiny": Mode(

@@ -1,75 +1,69 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the app's parts and the auth checks.
+"""FastAPI dependencies: the bearer check, which also hands a route the app's parts.
 
-Everything is read from ``request.app.state``, set by ``main.create_app``'s lifespan;
-nothing here is a module-level global. Each dependency is ``async def``: a plain ``def`` one
-would be run in the thread pool, a hop that costs more than the work on the hot path.
+A route names what it needs once: ``parts: QueryParts`` (any valid key) or
+``parts: AdminParts`` (the admin key). That one dependency checks the token and returns the
+``ApiParts`` the lifespan built (``app.state.parts``); nothing here is a module-level global.
+
+One node instead of a tree: FastAPI solves every dependency of every request in Python, and
+on the query path each extra node cost more than the pool's own work. The check is an
+``HTTPBearer``, so ``/docs`` still shows the scheme and its "Authorize" button.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from app.api.auth import Access, authorize
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
 
-__all__ = [
-    "AdminAccess",
-    "ConnectionId",
-    "PoolManagerDep",
-    "QueryAccess",
-    "RepositoryDep",
-    "SettingsDep",
-    "require_admin",
-    "require_query",
-]
+__all__ = ["AdminAccess", "AdminParts", "ApiParts", "ConnectionId", "QueryAccess", "QueryParts"]
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+@dataclass(frozen=True, slots=True)
+class ApiParts:
+    """What the routes use, built once by the lifespan."""
+
+    settings: Settings
+    repository: ConnectionRepository
+    pools: PoolManager
 
 
-async def get_repository(request: Request) -> ConnectionRepository:
-    repository: ConnectionRepository = request.app.state.repository
-    return repository
+class BearerAuth(HTTPBearer):
+    """``Authorization: Bearer <key>`` checked for ``needed`` access; returns ``ApiParts``.
+
+    Our own 401/403 envelopes (``auto_error=False``), never FastAPI's; no-op while auth is off.
+    """
+
+    def __init__(self, needed: Access) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="HTTPBearer",
+            description="DBPOOL_API_KEY or DBPOOL_ADMIN_API_KEY",
+        )
+        self.needed = needed
+
+    async def __call__(self, request: Request) -> ApiParts:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        parts: ApiParts = request.app.state.parts
+        token = None if credentials is None else credentials.credentials
+        authorize(parts.settings, token, self.needed)
+        return parts
 
 
-async def get_pool_manager(request: Request) -> PoolManager:
-    manager: PoolManager = request.app.state.pool_manager
-    return manager
+_query = Depends(BearerAuth(Access.QUERY))
+_admin = Depends(BearerAuth(Access.ADMIN))
 
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-RepositoryDep = Annotated[ConnectionRepository, Depends(get_repository)]
-PoolManagerDep = Annotated[PoolManager, Depends(get_pool_manager)]
-
-# auto_error=False: our own errors (401 envelope with WWW-Authenticate) instead of FastAPI's;
-# the scheme also gives /docs its "Authorize" button.
-_bearer = HTTPBearer(auto_error=False, description="DBPOOL_API_KEY or DBPOOL_ADMIN_API_KEY")
-_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
-    return None if credentials is None else credentials.credentials
-
-
-async def require_query(settings: SettingsDep, credentials: _Credentials) -> None:
-    """Any valid key (query or admin); no-op while auth is off."""
-    authorize(settings, _token(credentials), Access.QUERY)
-
-
-async def require_admin(settings: SettingsDep, credentials: _Credentials) -> None:
-    """The admin key; no-op while auth is off."""
-    authorize(settings, _token(credentials), Access.ADMIN)
-
-
-QueryAccess = Depends(require_query)
-AdminAccess = Depends(require_admin)
+QueryParts = Annotated[ApiParts, _query]
+AdminParts = Annotated[ApiParts, _admin]
+# For a route that needs the check but none of the parts: ``dependencies=[QueryAccess]``.
+QueryAccess = _query
+AdminAccess = _admin
 
 ConnectionId = Annotated[
     int, Path(gt=0, le=2**63 - 1, description="The registered connection's id", examples=[1])

@@ -85,8 +85,13 @@ def _column_encoders(
 ) -> dict[int, ColumnEncoder]:
     """Only the columns that need work get an encoder; the rest are copied as they are."""
     encoders: dict[int, ColumnEncoder] = {}
+    if not rows:
+        return encoders
+    first = rows[0]
     for index in range(width):
-        sample = next((row[index] for row in rows if row[index] is not None), None)
+        sample = first[index]
+        if sample is None:  # rare: look further down the column
+            sample = next((row[index] for row in rows if row[index] is not None), None)
         if index in json_columns and isinstance(sample, str | bytes):
             encoders[index] = _nullable(_decode_json)
         elif sample is not None and not isinstance(sample, _PASS_THROUGH):

@@ -25,6 +25,7 @@ import asyncio
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -49,6 +50,7 @@ _MARIADB = "dbpool_mariadb"
 _COM_INIT_DB = 0x02
 _COM_QUERY = 0x03
 _COM_RESET_CONNECTION = 0x1F
+_OK = 0x00
 
 # DISCARD ALL minus DEALLOCATE ALL and DISCARD PLANS; the last statement's tag says whether
 # a SQL-level prepared statement exists ("SELECT 1") and needs a second trip.
@@ -113,6 +115,8 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     target = engine.sync_engine
     timeout = hygiene_timeout(config)
     mysql = config.db_type.is_mysql_family
+    # Built once: the reset runs on every return (by flavour, known once connected).
+    resets = {flavour: _mysql_reset_pipeline(flavour, config) for flavour in (True, False)}
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
@@ -138,7 +142,7 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
         if state.terminate_only or not state.asyncio_safe:
             return  # SQLAlchemy is about to terminate it; nothing to clean
         if mysql:
-            _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, config), timeout)
+            _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, resets), timeout)
         else:
             dbapi_conn.rollback()  # the adapter's own transaction, if any
             _run(dbapi_conn, _pg_reset, timeout)
@@ -204,37 +208,100 @@ def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[str]:
     )
 
 
-async def _mysql_setup(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
-    mariadb = _is_mariadb(raw)
-    record.info[_MARIADB] = mariadb
-    await _pipelined(raw, [(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)])
+@dataclass(frozen=True, slots=True)
+class _Pipeline:
+    """Commands sent in one write (``rest`` already framed), their OK packets read in order."""
+
+    first: tuple[int, bytes]
+    rest: bytes
+    whole: bytes
+    count: int
+
+    @classmethod
+    def of(cls, commands: list[tuple[int, bytes]]) -> _Pipeline:
+        first, *rest = commands
+        tail = b"".join(_packet(c, payload) for c, payload in rest)
+        return cls(first, tail, _packet(*first) + tail, len(commands))
 
 
-async def _mysql_reset(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
-    mariadb = bool(record.info.get(_MARIADB, _is_mariadb(raw)))
+def _settled(raw: Any) -> bool:
+    """The driver has nothing left to read from its last statement (else its own send
+    must settle that first). Unknown internals count as unsettled."""
+    result = getattr(raw, "_result", False)
+    if result is None:
+        return True
+    return (
+        result is not False
+        and not getattr(result, "unbuffered_active", True)
+        and not getattr(result, "has_next", True)
+        and getattr(raw, "_writer", None) is not None
+    )
+
+
+def _mysql_setup_pipeline(mariadb: bool, config: ConnectionConfig) -> _Pipeline:
+    return _Pipeline.of([(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)])
+
+
+def _mysql_reset_pipeline(mariadb: bool, config: ConnectionConfig) -> _Pipeline:
     commands = [(_COM_RESET_CONNECTION, b"")]
     if config.database:  # the reset keeps the current schema: undo a USE
         commands.append((_COM_INIT_DB, config.database.encode()))
     # The reset restored the global charset and autocommit too: put ours back.
     commands += [(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)]
-    await _pipelined(raw, commands)
+    return _Pipeline.of(commands)
 
 
-async def _pipelined(raw: Any, commands: list[tuple[int, bytes]]) -> None:
+async def _mysql_setup(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
+    mariadb = _is_mariadb(raw)
+    record.info[_MARIADB] = mariadb
+    await _pipelined(raw, _mysql_setup_pipeline(mariadb, config))
+
+
+async def _mysql_reset(
+    raw: Any, record: ConnectionPoolEntry, resets: dict[bool, _Pipeline]
+) -> None:
+    mariadb = bool(record.info.get(_MARIADB, _is_mariadb(raw)))
+    await _pipelined(raw, resets[mariadb])
+
+
+async def _pipelined(raw: Any, pipeline: _Pipeline) -> None:
     """Send every command in one write, then read each one's OK packet: one round trip.
 
     The server reads commands one after another from the socket, so their answers come back
     in order. Commands after a failing one are still answered, but the connection is then
     out of step and the caller's error makes SQLAlchemy discard it.
     """
-    first, *rest = commands
-    # The driver's own send: it settles an unfinished result before writing.
-    await raw._execute_command(first[0], first[1])
-    if rest:
-        raw._write_bytes(b"".join(_packet(command, payload) for command, payload in rest))
-    for _ in commands:
-        raw._next_seq_id = 1
-        await raw._read_ok_packet()
+    if _settled(raw):
+        raw._result = None  # what the driver's own send does first
+        raw._write_bytes(pipeline.whole)  # one write, one system call
+    else:
+        # The driver's own send: it settles an unfinished result before writing.
+        await raw._execute_command(*pipeline.first)
+        if pipeline.rest:
+            raw._write_bytes(pipeline.rest)
+    for _ in range(pipeline.count):
+        await _read_ok(raw)
+
+
+async def _read_ok(raw: Any) -> None:
+    """Read one answer that must be an OK packet, and keep the driver's status flags.
+
+    Leaner than the driver's own reader (no packet objects), which the reset pays three
+    times on every return; the next command resets the driver's sequence counter.
+    """
+    header = await raw._read_bytes(4)
+    body = await raw._read_bytes(header[0] | header[1] << 8 | header[2] << 16)
+    if not body or body[0] != _OK:
+        errno = int.from_bytes(body[1:3], "little") if body[:1] == b"\xff" else 0
+        raise ConnectionError(f"session reset refused by the server (errno {errno})")
+    at = _skip_lenenc(body, _skip_lenenc(body, 1))  # affected rows, last insert id
+    raw.server_status = body[at] | body[at + 1] << 8
+
+
+def _skip_lenenc(data: bytes, at: int) -> int:
+    """The offset after the length-encoded integer at ``at``."""
+    first = data[at]
+    return at + {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1)
 
 
 def _packet(command: int, payload: bytes) -> bytes:

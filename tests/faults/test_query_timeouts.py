@@ -107,15 +107,22 @@ async def _asgi_post_then_disconnect(api: Api, path: str, body: dict[str, Any],
     return sent
 
 
+@pytest.mark.parametrize("hang_up_after", [0.0, 1.0], ids=["at-once", "after-1s"])
 @pytest.mark.parametrize("db_type", ENGINES)
-async def test_client_disconnect_cancels_the_statement(api: Api, db_type: str) -> None:
+async def test_client_disconnect_cancels_the_statement(
+    api: Api, db_type: str, hang_up_after: float
+) -> None:
+    # At once: before the route's watcher starts (it starts after WATCH_AFTER_SECONDS).
     cid = await api.register(db_type)
     marker = unique("gone")
     task = asyncio.create_task(_asgi_post_then_disconnect(
-        api, f"{BASE}/{cid}/query", {"sql": sleep_sql(db_type, 10, marker)}, hang_up_after=1.0))
-    assert await wait_until(lambda: _running(db_type, marker), within=3.0)
+        api, f"{BASE}/{cid}/query", {"sql": sleep_sql(db_type, 10, marker)},
+        hang_up_after=hang_up_after))
+    if hang_up_after:
+        assert await wait_until(lambda: _running(db_type, marker), within=3.0)
     started = time.monotonic()
-    await asyncio.wait_for(task, timeout=5.0)
+    sent = await asyncio.wait_for(task, timeout=5.0)  # the statement alone would take 10 s
+    assert sent[0]["status"] == 499
     assert await wait_until(lambda: _gone(db_type, marker), within=2.0)
     assert time.monotonic() - started < 3.0
     snap = api.snapshot(cid)

@@ -80,6 +80,26 @@ async def test_unauthenticated_caller_learns_nothing_from_validation(
     assert_error(response, 401, "UNAUTHORIZED")
 
 
+OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+async def test_every_other_route_needs_a_token(client: httpx.AsyncClient) -> None:
+    # Each route takes its auth as a parameter (one dependency node on the hot path), so a
+    # route that forgot it would be open: walk every documented one.
+    cid = await _registered_id(client)
+    spec = (await client.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        url = path.format(connection_id=cid, table="items")
+        for method in operations:
+            response = await client.request(method, url, json={"sql": "SELECT 1"})
+            assert_error(response, 401, "UNAUTHORIZED")
+            checked += 1
+    assert checked >= 12
+
+
 async def test_probes_and_docs_need_no_token(client: httpx.AsyncClient) -> None:
     for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
         assert (await client.get(path)).status_code == 200, path

@@ -64,7 +64,7 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
         await stack.enter_async_context(app.router.lifespan_context(app))
         if getattr(app.state, "housekeeper", None) is None:
             metrics = getattr(app.state, "pool_metrics", None)
-            keeper = Housekeeper(app.state.pool_manager, settings, metrics=metrics)
+            keeper = Housekeeper(app.state.parts.pools, settings, metrics=metrics)
             keeper.start()
             stack.push_async_callback(keeper.aclose)
         transport = httpx.ASGITransport(app=app)

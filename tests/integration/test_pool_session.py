@@ -6,11 +6,13 @@ surely runs on the very connection the first one dirtied.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from pymysql.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from sqlalchemy import text
 
 from app.pools.managed_pool import ManagedPool
@@ -18,6 +20,7 @@ from app.pools.query import run_query
 from app.pools.session_reset import mysql_session_statements
 from app.settings import Settings
 from tests.integration.test_pool_basics import ENGINES, Target, make_target, scalar
+from tests.support import dbs
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb]
 
@@ -187,3 +190,45 @@ async def test_asyncmy_driver_gets_the_same_hygiene() -> None:
             assert seen[0] == seen[1] and seen[0][:3] == (10.0, 1, None)
         finally:
             await pool.aclose(1.0)
+
+
+@pytest.mark.parametrize("driver", ["aiomysql", "asyncmy"])
+async def test_mysql_reset_leaves_the_drivers_status_flags_true(driver: str) -> None:
+    # The reset reads its OK packets itself; the driver's own view (in a transaction?
+    # autocommit?) must still follow what the server said.
+    for target_ in make_target("mariadb"):
+        pool = ManagedPool(target_.config(max_connections=1), Settings(mysql_driver=driver))
+        try:
+            async with pool.connection() as conn:
+                await run_query(conn, pool.config, "START TRANSACTION", max_rows=1)
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw.server_status & SERVER_STATUS_IN_TRANS
+            async with pool.connection() as conn:
+                again = (await conn.get_raw_connection()).driver_connection
+                assert again is raw, "not the same connection"
+                assert not raw.server_status & SERVER_STATUS_IN_TRANS
+                assert raw.server_status & SERVER_STATUS_AUTOCOMMIT
+        finally:
+            await pool.aclose(1.0)
+
+
+async def test_a_refused_mysql_reset_discards_the_connection() -> None:
+    # The database is dropped while a connection is lent: the reset's COM_INIT_DB is refused
+    # on return, and the connection must be discarded, not handed to the next request.
+    name = f"dbpool_gone_{secrets.token_hex(4)}"
+    for target_ in make_target("mariadb"):
+        with contextlib.closing(dbs.my_admin()) as admin, admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+            cur.execute(f"GRANT ALL ON {name}.* TO '{target_.user}'@'%'")
+        pool = ManagedPool(target_.config(max_connections=1, database=name), Settings())
+        try:
+            async with pool.connection() as conn:
+                first = await backend_id(pool, conn)
+                with contextlib.closing(dbs.my_admin()) as admin, admin.cursor() as cur:
+                    cur.execute(f"DROP DATABASE {name}")
+            assert pool.open == 0  # discarded, not returned dirty
+        finally:
+            await pool.aclose(1.0)
+            with contextlib.closing(dbs.my_admin()) as admin, admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        assert first > 0

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from app.api.deps import ApiParts
 from app.api.errors import install_error_handlers
 from app.api.routes import metrics as metrics_routes
 from app.api.routes import pools as pool_routes
@@ -172,10 +173,8 @@ async def monitored(
         if start_housekeeper:
             keeper.start()
         stack.push_async_callback(keeper.aclose)
-        app.state.settings = settings
-        app.state.pool_manager = manager
+        app.state.parts = ApiParts(settings, registry, manager)  # type: ignore[arg-type]
         app.state.pool_metrics = metrics
-        app.state.repository = registry
         transport = httpx.ASGITransport(app=app)
         client = await stack.enter_async_context(
             httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30)

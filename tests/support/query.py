@@ -78,7 +78,7 @@ class Api:
                                       json={"statements": statements, **body})
 
     def snapshot(self, cid: int) -> Any:
-        return self.app.state.pool_manager.snapshot(cid)
+        return self.app.state.parts.pools.snapshot(cid)
 
 
 @pytest.fixture(scope="session")

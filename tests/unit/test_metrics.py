@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from app.domain import ConnectionConfig, DbType
-from app.pools.metrics import PoolMetrics
+from app.pools.metrics import TIME_BUCKETS, PoolMetrics
 from app.pools.stats import PoolSnapshot, PoolStats
 
 NOW = datetime(2025, 1, 13, 10, 0, tzinfo=UTC)
@@ -134,17 +133,18 @@ def test_a_changed_db_type_drops_the_old_series() -> None:
     metrics = PoolMetrics()
     metrics.observe_wait(config(4, DbType.MARIADB), 0.1)
     metrics.observe_wait(config(4, DbType.POSTGRESQL), 0.1)
-    types = {dict(labels).get("db_type") for _, labels in samples(metrics)}
+    labelled = [dict(labels) for _, labels in samples(metrics)]
+    types = {labels["db_type"] for labels in labelled if labels.get("connection_id") == "4"}
     assert types == {"postgresql"}
 
 
-def test_each_instance_has_its_own_registry_and_no_hosts_or_users_leak() -> None:
+def test_each_instance_is_its_own_and_no_hosts_or_users_leak() -> None:
     first, second = PoolMetrics(), PoolMetrics()  # two apps in one process do not clash
     first.watch(Source(snapshot(1)))
-    second.watch(Source(snapshot(1)))
+    second.watch(Source(snapshot(2)))
     first.observe_wait(config(1), 0.1)
-    assert first.registry is not second.registry
-    assert first.registry is not REGISTRY
+    assert ("db_client_connection_wait_time_seconds_count", pool_labels(1)) in samples(first)
+    assert not [key for key in samples(second) if ("connection_id", "1") in key[1]]
     text = first.render().decode()
     assert "db.internal.example" not in text
     assert "app_user" not in text
@@ -164,3 +164,35 @@ def test_output_parses_and_every_family_is_named_as_designed() -> None:
         "dbpool_pool_recreations", "dbpool_circuit_open", "dbpool_query_duration_seconds",
         "dbpool_query_errors",
     } <= names  # fmt: skip
+
+
+def test_histogram_buckets_are_cumulative_and_a_bound_is_inclusive() -> None:
+    metrics = PoolMetrics()
+    for seconds in (0.0005, 0.001, 0.003, 0.2, 99.0):
+        metrics.observe_use(config(7), seconds)
+    got = samples(metrics)
+
+    def bucket(le: str) -> float:
+        return got[("db_client_connection_use_time_seconds_bucket", pool_labels(7, le=le))]
+
+    assert bucket("0.001") == 2  # 0.0005 and exactly 0.001
+    assert bucket("0.005") == 3
+    assert bucket("0.25") == 4
+    assert bucket("60.0") == 4
+    assert bucket("+Inf") == 5
+    assert got[("db_client_connection_use_time_seconds_count", pool_labels(7))] == 5
+    assert got[("db_client_connection_use_time_seconds_sum", pool_labels(7))] == 99.2045
+
+
+def test_many_pools_parse_into_one_family_each() -> None:
+    # Families must not be interleaved: every pool's lines sit under one HELP/TYPE.
+    metrics = PoolMetrics()
+    metrics.watch(Source(*(snapshot(cid) for cid in range(1, 51))))
+    for cid in range(1, 51):
+        metrics.observe_wait(config(cid), 0.01)
+        metrics.count_query_error(config(cid), "QUERY_ERROR")
+    families = list(text_string_to_metric_families(metrics.render().decode()))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))
+    waits = next(f for f in families if f.name == "db_client_connection_wait_time_seconds")
+    assert len(waits.samples) == 50 * (len(TIME_BUCKETS) + 3)

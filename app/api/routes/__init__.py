@@ -2,7 +2,8 @@
 
 Order matters: routers with fixed paths under ``/api/external-db-connections`` (such as
 ``/pool-status``) come before ``connections``, whose ``/{connection_id}`` would otherwise
-claim them and answer 422 for a non-numeric id.
+claim them and answer 422 for a non-numeric id. ``queries`` comes first: routes are matched
+one by one on every request, and ``/query`` is the one called most.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from app.api.routes import connections, health, metrics, pools, queries
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
+    queries.router,
     pools.router,
     metrics.router,
-    queries.router,
     connections.router,
     health.router,
 )

@@ -12,14 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from pydantic.alias_generators import to_camel
 
-from app.api.deps import (
-    AdminAccess,
-    ConnectionId,
-    PoolManagerDep,
-    QueryAccess,
-    RepositoryDep,
-    SettingsDep,
-)
+from app.api.deps import AdminParts, ConnectionId, QueryParts
 from app.api.errors import validation_failed
 from app.api.hosts import ensure_host_allowed
 from app.api.schemas.common import Envelope, ErrorEnvelope, Page
@@ -73,7 +66,6 @@ def _check_bounds(min_connections: int, max_connections: int, sent: set[str]) ->
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[AdminAccess],
     summary="Register an external database",
     description=(
         "Stores the connection with its password encrypted. The password is never returned. "
@@ -81,46 +73,43 @@ def _check_bounds(min_connections: int, max_connections: int, sent: set[str]) ->
     ),
 )
 async def create_connection(
-    body: ConnectionCreate, repository: RepositoryDep, settings: SettingsDep
+    body: ConnectionCreate, parts: AdminParts
 ) -> Envelope[ConnectionPublic]:
     _check_bounds(body.min_connections, body.max_connections, _wire_names(body.model_fields_set))
-    await ensure_host_allowed(body.host, settings.allowed_host_rules())
-    record = await repository.create(NewConnection(**body.model_dump()))
+    await ensure_host_allowed(body.host, parts.settings.allowed_host_rules())
+    record = await parts.repository.create(NewConnection(**body.model_dump()))
     return Envelope(data=_public(record), message=f"connection {record.id} registered")
 
 
 @router.get(
     "",
-    dependencies=[QueryAccess],
     summary="List registered connections",
     description="One page, ordered by id. `total` counts all registrations. No passwords.",
 )
 async def list_connections(
-    repository: RepositoryDep,
+    parts: QueryParts,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31, description="Items to skip")] = 0,
 ) -> Envelope[Page[ConnectionPublic]]:
-    records, total = await repository.list(limit, offset)
+    records, total = await parts.repository.list(limit, offset)
     page: Page[ConnectionPublic] = Page(items=[_public(r) for r in records], total=total)
     return Envelope(data=page, message=f"{len(records)} of {total} connections")
 
 
 @router.get(
     "/{connection_id}",
-    dependencies=[QueryAccess],
     summary="Read one registered connection",
     description="Every column but the password.",
 )
 async def get_connection(
-    connection_id: ConnectionId, repository: RepositoryDep
+    connection_id: ConnectionId, parts: QueryParts
 ) -> Envelope[ConnectionPublic]:
-    record = await repository.get(connection_id)
+    record = await parts.repository.get(connection_id)
     return Envelope(data=_public(record), message=f"connection {connection_id}")
 
 
 @router.patch(
     "/{connection_id}",
-    dependencies=[AdminAccess],
     summary="Change a registered connection",
     description=(
         "Only the fields sent change. Pool settings bump `configVersion`; new requests get a "
@@ -131,16 +120,14 @@ async def get_connection(
 async def update_connection(
     connection_id: ConnectionId,
     body: ConnectionUpdate,
-    repository: RepositoryDep,
-    settings: SettingsDep,
-    pools: PoolManagerDep,
+    parts: AdminParts,
 ) -> Envelope[ConnectionPublic]:
-    current = await repository.get(connection_id)
+    current = await parts.repository.get(connection_id)
     changes = body.changes()
-    await _check_update(current, changes, settings.allowed_host_rules())
-    record = await repository.update(connection_id, changes) if changes else current
+    await _check_update(current, changes, parts.settings.allowed_host_rules())
+    record = await parts.repository.update(connection_id, changes) if changes else current
     if changes:
-        await pools.invalidate(connection_id)
+        await parts.pools.invalidate(connection_id)
     return Envelope(data=_public(record), message=f"connection {connection_id} updated")
 
 
@@ -164,13 +151,12 @@ async def _check_update(
 
 @router.delete(
     "/{connection_id}",
-    dependencies=[AdminAccess],
     summary="Remove a registered connection",
     description="Deletes the registration and closes its pool. Needs the admin key.",
 )
 async def delete_connection(
-    connection_id: ConnectionId, repository: RepositoryDep, pools: PoolManagerDep
+    connection_id: ConnectionId, parts: AdminParts
 ) -> Envelope[None]:
-    await repository.delete(connection_id)
-    await pools.invalidate(connection_id)
+    await parts.repository.delete(connection_id)
+    await parts.pools.invalidate(connection_id)
     return Envelope(data=None, message=f"connection {connection_id} deleted")

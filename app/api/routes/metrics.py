@@ -7,10 +7,9 @@ Needs the query key when auth is on.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import QueryAccess
-from app.pools.metrics import PoolMetrics
+from app.pools.metrics import CONTENT_TYPE, PoolMetrics
 
 __all__ = ["router"]
 
@@ -26,8 +25,8 @@ router = APIRouter(tags=["monitoring"])
         "`db_type`) plus dbpool's own; this process's pools only."
     ),
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
 async def metrics(request: Request) -> Response:
     pool_metrics: PoolMetrics = request.app.state.pool_metrics
-    return Response(await pool_metrics.render_off_loop(), media_type=CONTENT_TYPE_LATEST)
+    return Response(pool_metrics.render(), media_type=CONTENT_TYPE)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 
-from app.api.deps import ConnectionId, PoolManagerDep, QueryAccess, RepositoryDep
+from app.api.deps import ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.pools import (
     PoolStatusList,
@@ -31,7 +31,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorEnvelope, "description": "The id is not a positive integer"},
 }
 
-router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS, dependencies=[QueryAccess])
+router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS)
 
 
 @router.get(
@@ -44,10 +44,10 @@ router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS, dependencie
     ),
     response_model=Envelope[PoolStatusList],
 )
-async def pool_status(pools: PoolManagerDep) -> Response:
+async def pool_status(parts: QueryParts) -> Response:
     # Encoded once from plain dicts (the models document the shape): a scrape of hundreds
     # of pools must stay cheap on the event loop the queries share.
-    data = pool_status_body(pools.snapshots())
+    data = pool_status_body(parts.pools.snapshots())
     body = {"success": True, "data": data, "message": f"{data['totalPools']} connection pools"}
     return Response(to_json(body), media_type="application/json")
 
@@ -62,11 +62,11 @@ async def pool_status(pools: PoolManagerDep) -> Response:
     response_model=Envelope[PoolStatusPublic | None],
 )
 async def one_pool_status(
-    connection_id: ConnectionId, pools: PoolManagerDep, repository: RepositoryDep
+    connection_id: ConnectionId, parts: QueryParts
 ) -> Response:
-    snap = pools.snapshot(connection_id)
+    snap = parts.pools.snapshot(connection_id)
     if snap is None:
-        await repository.get(connection_id)  # raises ConnectionNotFound (404) for unknown ids
+        await parts.repository.get(connection_id)  # raises ConnectionNotFound (404) for unknown ids
         body: dict[str, Any] = {
             "success": True, "data": None,
             "message": f"connection {connection_id} has no live pool",

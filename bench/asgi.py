@@ -1,0 +1,159 @@
+"""The app alone, no HTTP server (a developer tool): ``python -m bench.asgi --engine postgresql
+--case point``. Calls the service's ASGI app (and, with ``--baseline``, the raw-driver
+baseline's) directly from 64 tasks in this process, pinned to the last CPU, and prints CPU
+per request: what the app costs above uvicorn, the steadiest figure on a shared machine.
+``--profile out.prof`` writes a cProfile of the measured window."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bench import fixtures
+from bench.baselines import QUERY_PATH
+
+__all__ = ["main"]
+
+Message = dict[str, Any]
+
+
+class _Call:
+    """One request: the body once, then a receive that waits (as uvicorn's does)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.sent = False
+        self.status = 0
+
+    async def receive(self) -> Message:
+        if not self.sent:
+            self.sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+        "root_path": "", "query_string": b"", "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                    (b"user-agent", b"bench"), (b"accept", b"*/*")],
+    }
+
+
+@asynccontextmanager
+async def _service(db: fixtures.DbTarget, tmp: Path) -> AsyncIterator[tuple[Any, int]]:
+    from cryptography.fernet import Fernet
+
+    from app.main import create_app
+    from app.registry.migrations import upgrade_to_head
+    from app.settings import Settings
+
+    url = f"sqlite+aiosqlite:///{tmp}/reg.sqlite3"
+    await upgrade_to_head(url)
+    key = SecretStr(Fernet.generate_key().decode())
+    settings = Settings(registry_url=url, encryption_keys=[key], key_file=tmp / "k",
+                        log_level="WARNING")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            reply = await client.post("/api/external-db-connections", json={
+                "name": "asgi-bench", "dbType": db.engine, "host": db.host, "port": db.port,
+                "database": db.database, "username": db.user, "password": db.password,
+                "maxConnections": 10, "minConnections": 0})
+            reply.raise_for_status()
+            yield app, reply.json()["data"]["id"]
+
+
+@asynccontextmanager
+async def _baseline(db: fixtures.DbTarget) -> AsyncIterator[tuple[Any, int]]:
+    os.environ.update({"BENCH_DB_HOST": db.host, "BENCH_DB_PORT": str(db.port),
+                       "BENCH_DB_DATABASE": db.database, "BENCH_DB_USER": db.user,
+                       "BENCH_DB_PASSWORD": db.password, "BENCH_POOL_SIZE": "10"})
+    if db is fixtures.PG:
+        from bench.baselines.asyncpg_app import create_app
+    else:
+        from bench.baselines.aiomysql_app import create_app
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        yield app, 0
+
+
+async def _drive(args: argparse.Namespace) -> None:
+    db = fixtures.PG if args.engine == "postgresql" else fixtures.MY
+    bodies = fixtures.cases_for(db, (args.case,))[0].bodies
+    with tempfile.TemporaryDirectory() as tmp:
+        target = _baseline(db) if args.baseline else _service(db, Path(tmp))
+        async with target as (app, cid):
+            scope = _scope(QUERY_PATH.format(connection_id=cid))
+            done = 0
+            failed = 0
+            deadline = 0.0
+
+            async def worker(k: int) -> None:
+                nonlocal done, failed
+                i = k
+                while time.monotonic() < deadline:
+                    call = _Call(bodies[i % len(bodies)])
+                    i += 7
+                    await app(dict(scope), call.receive, call.send)
+                    done += 1
+                    failed += call.status != 200
+
+            deadline = time.monotonic() + 1.0
+            await asyncio.gather(*(worker(k) for k in range(args.tasks)))
+            done = failed = 0
+            profiler = cProfile.Profile(time.process_time) if args.profile else None
+            started, cpu = time.monotonic(), time.process_time()
+            deadline = started + args.seconds
+            if profiler:
+                profiler.enable()
+            await asyncio.gather(*(worker(k) for k in range(args.tasks)))
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            wall = time.monotonic() - started
+            per = (time.process_time() - cpu) / max(done, 1) * 1e6
+            name = "baseline" if args.baseline else "service"
+            print(f"{name} {args.engine} {args.case}: {done / wall:.0f} req/s, "
+                  f"{per:.0f} us CPU per request, {failed} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engine", default="postgresql")
+    parser.add_argument("--case", default="point")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--profile", default="")
+    args = parser.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})
+    import uvloop
+
+    uvloop.run(_drive(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
