@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render(result))
     print(f"\n(elapsed {result['meta']['elapsed_s']} s)")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 1 if result["errors"] else 0
 

@@ -94,6 +94,11 @@ def _column_encoders(
             sample = next((row[index] for row in rows if row[index] is not None), None)
         if index in json_columns and isinstance(sample, str | bytes):
             encoders[index] = _nullable(_decode_json)
+        elif type(sample) is float:
+            # Finite floats are JSON numbers as they are: an encoder only for a column that
+            # holds NaN, an infinity or a stray type (one scan instead of a call per cell).
+            if not all(_finite(row[index]) for row in rows):
+                encoders[index] = _typed(float, _float)
         elif sample is not None and not isinstance(sample, _PASS_THROUGH):
             encoders[index] = _typed(type(sample), _encoder_for(sample))
     return encoders
@@ -126,6 +131,11 @@ def _encoder_for(sample: Any) -> ColumnEncoder:
         if isinstance(sample, kind):
             return encoder
     return str
+
+
+def _finite(value: Any) -> bool:
+    """A finite float or NULL: nothing to encode (anything else goes through the encoder)."""
+    return value is None or (type(value) is float and math.isfinite(value))
 
 
 def _float(value: float) -> float | str:

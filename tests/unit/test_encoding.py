@@ -66,6 +66,14 @@ def test_a_stray_type_in_a_column_still_encodes() -> None:
     assert encode_rows(["x"], rows, row_format="array") == [["1"], [1.5], ["2024-01-01"]]
 
 
+def test_a_float_column_is_encoded_only_where_it_needs_to_be() -> None:
+    finite = [(1.5,), (None,), (-2.25,)]
+    assert encode_rows(["f"], finite, row_format="array") == [[1.5], [None], [-2.25]]
+    late = [(1.5,), (2.5,), (float("nan"),), (float("-inf"),), (Decimal("3"),)]
+    assert encode_rows(["f"], late, row_format="array") == [
+        [1.5], [2.5], ["NaN"], ["-Infinity"], ["3"]]
+
+
 def test_json_columns_are_decoded_and_bad_json_is_kept_as_text() -> None:
     rows = [('{"a": [1, null]}',), (None,), ("not json",)]
     encoded = encode_rows(["j"], rows, json_columns=frozenset({0}), row_format="array")
