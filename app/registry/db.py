@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -18,6 +19,8 @@ __all__ = ["create_registry_engine", "create_sessionmaker", "is_sqlite"]
 
 # Milliseconds a SQLite writer waits for another process's write lock before failing.
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+_WAL_ATTEMPTS = 50
+_WAL_RETRY_SECONDS = 0.1
 
 
 def is_sqlite(url: str) -> bool:
@@ -57,7 +60,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _journal_mode_wal(dbapi_connection, cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _journal_mode_wal(dbapi_connection: Any, cursor: Any) -> None:
+    """WAL belongs to the file and is set once; two processes opening a new registry
+    together can each find the file locked while the other switches it (SQLite does not
+    wait on its busy timeout there): try again for a moment, without blocking the loop."""
+    for attempt in range(1, _WAL_ATTEMPTS + 1):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == _WAL_ATTEMPTS:
+                raise
+        dbapi_connection.run_async(lambda _driver: asyncio.sleep(_WAL_RETRY_SECONDS))

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -176,3 +178,26 @@ def test_lock_file_sits_beside_the_sqlite_database(tmp_path: Path) -> None:
     assert lock_file_for(f"sqlite+aiosqlite:///{db}") == tmp_path / "reg.sqlite3.migrate.lock"
     assert lock_file_for("sqlite+aiosqlite://") is None
     assert lock_file_for("postgresql+asyncpg://u@127.0.0.1/x") is None
+
+
+async def test_a_new_sqlite_registry_locked_by_another_process_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    # Another process is writing the new file (its migration) while this one switches it to
+    # WAL: SQLite refuses at once, without its busy timeout. The switch must be retried.
+    path = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE other_process (x integer)")
+    holder.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, holder.rollback)
+    engine = create_registry_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        started = time.monotonic()
+        async with engine.connect() as conn:
+            mode = await conn.scalar(text("PRAGMA journal_mode"))
+        assert mode == "wal"
+        assert time.monotonic() - started >= 0.4  # it did wait for the holder
+    finally:
+        await engine.dispose()
+        holder.close()
