@@ -1,8 +1,9 @@
 """Running SQL on a registered connection: query, transaction, tables, rows, test.
 
 Each request holds exactly one pooled connection, released when the response is ready.
-While a statement runs the route watches the client: a disconnect cancels the work, and
-the query path then cancels the statement on the server and discards the connection.
+A statement still running after ``WATCH_AFTER_SECONDS`` gets a watcher on its client: a
+disconnect cancels the work, and the query path then cancels the statement on the server
+and discards the connection.
 Failures are logged (id, code, request id; never SQL parameters) and counted per pool.
 """
 
