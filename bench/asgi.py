@@ -22,6 +22,9 @@ from pydantic import SecretStr
 
 from bench import fixtures
 from bench.baselines import QUERY_PATH
+from bench.client import register
+from bench.procs import pin, plan_cores
+from bench.service import baseline_env
 
 __all__ = ["main"]
 
@@ -61,34 +64,25 @@ def _scope(path: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _service(db: fixtures.DbTarget, tmp: Path) -> AsyncIterator[tuple[Any, int]]:
-    from cryptography.fernet import Fernet
-
     from app.main import create_app
+    from app.registry.crypto import generate_key
     from app.registry.migrations import upgrade_to_head
     from app.settings import Settings
 
     url = f"sqlite+aiosqlite:///{tmp}/reg.sqlite3"
     await upgrade_to_head(url)
-    key = SecretStr(Fernet.generate_key().decode())
-    settings = Settings(registry_url=url, encryption_keys=[key], key_file=tmp / "k",
-                        log_level="WARNING")
+    settings = Settings(registry_url=url, encryption_keys=[SecretStr(generate_key())],
+                        key_file=tmp / "k", log_level="WARNING")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            reply = await client.post("/api/external-db-connections", json={
-                "name": "asgi-bench", "dbType": db.engine, "host": db.host, "port": db.port,
-                "database": db.database, "username": db.user, "password": db.password,
-                "maxConnections": 10, "minConnections": 0})
-            reply.raise_for_status()
-            yield app, reply.json()["data"]["id"]
+            yield app, await register(client, "asgi-bench", db)
 
 
 @asynccontextmanager
 async def _baseline(db: fixtures.DbTarget) -> AsyncIterator[tuple[Any, int]]:
-    os.environ.update({"BENCH_DB_HOST": db.host, "BENCH_DB_PORT": str(db.port),
-                       "BENCH_DB_DATABASE": db.database, "BENCH_DB_USER": db.user,
-                       "BENCH_DB_PASSWORD": db.password, "BENCH_POOL_SIZE": "10"})
+    os.environ.update(baseline_env(db, 10))
     if db is fixtures.PG:
         from bench.baselines.asyncpg_app import create_app
     else:
@@ -147,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--profile", default="")
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[-1]})
+    pin(os.getpid(), plan_cores().server)
     import uvloop
 
     uvloop.run(_drive(args))

@@ -17,6 +17,7 @@ from app.pools.managed_pool import ManagedPool
 from app.pools.query import run_query
 from app.settings import Settings
 from bench import fixtures
+from bench.procs import pin, plan_cores
 
 __all__ = ["main"]
 
@@ -66,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--tasks", type=int, default=64)
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[-1]})
+    pin(os.getpid(), plan_cores().server)
     import uvloop
 
     rps, cpu_us = uvloop.run(_drive(args.engine, args.case, args.seconds, args.tasks))

@@ -115,13 +115,16 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     target = engine.sync_engine
     timeout = hygiene_timeout(config)
     mysql = config.db_type.is_mysql_family
-    # Built once: the reset runs on every return (by flavour, known once connected).
-    resets = {flavour: _mysql_reset_pipeline(flavour, config) for flavour in (True, False)}
+    # Built once per engine, by flavour (known once connected): the reset runs on every return.
+    setups = {flavour: _Pipeline.of(_mysql_settings(flavour, config)) for flavour in (True, False)}
+    resets = {
+        flavour: _Pipeline.of(_mysql_reset_commands(flavour, config)) for flavour in (True, False)
+    }
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         if mysql:
-            _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, config), timeout)
+            _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, setups), timeout)
         record.info[_ALIVE_AT] = time.monotonic()
 
     @event.listens_for(target, "checkout")
@@ -197,15 +200,16 @@ def _is_mariadb(raw: Any) -> bool:
     return "mariadb" in str(raw.get_server_info()).lower()
 
 
-def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[str]:
+def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, bytes]]:
     # Autocommit on: a /query statement commits on its own (no COMMIT round trip); a
     # /transaction opens its transaction explicitly.
-    return mysql_session_statements(
+    statements = mysql_session_statements(
         mariadb=mariadb,
         query_timeout=config.query_timeout,
         read_only=config.read_only,
         also=("NAMES utf8mb4", "autocommit = 1"),
     )
+    return [(_COM_QUERY, sql.encode()) for sql in statements]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,29 +242,28 @@ def _settled(raw: Any) -> bool:
     )
 
 
-def _mysql_setup_pipeline(mariadb: bool, config: ConnectionConfig) -> _Pipeline:
-    return _Pipeline.of([(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)])
-
-
-def _mysql_reset_pipeline(mariadb: bool, config: ConnectionConfig) -> _Pipeline:
+def _mysql_reset_commands(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, bytes]]:
     commands = [(_COM_RESET_CONNECTION, b"")]
     if config.database:  # the reset keeps the current schema: undo a USE
         commands.append((_COM_INIT_DB, config.database.encode()))
     # The reset restored the global charset and autocommit too: put ours back.
-    commands += [(_COM_QUERY, sql.encode()) for sql in _mysql_settings(mariadb, config)]
-    return _Pipeline.of(commands)
+    return commands + _mysql_settings(mariadb, config)
 
 
-async def _mysql_setup(raw: Any, record: ConnectionPoolEntry, config: ConnectionConfig) -> None:
+async def _mysql_setup(
+    raw: Any, record: ConnectionPoolEntry, setups: dict[bool, _Pipeline]
+) -> None:
     mariadb = _is_mariadb(raw)
     record.info[_MARIADB] = mariadb
-    await _pipelined(raw, _mysql_setup_pipeline(mariadb, config))
+    await _pipelined(raw, setups[mariadb])
 
 
 async def _mysql_reset(
     raw: Any, record: ConnectionPoolEntry, resets: dict[bool, _Pipeline]
 ) -> None:
-    mariadb = bool(record.info.get(_MARIADB, _is_mariadb(raw)))
+    mariadb = record.info.get(_MARIADB)
+    if mariadb is None:  # set up before this process knew the flavour: ask once
+        mariadb = record.info[_MARIADB] = _is_mariadb(raw)
     await _pipelined(raw, resets[mariadb])
 
 

@@ -133,9 +133,7 @@ async def _watched(request: Request, work: Awaitable[T]) -> T | Response:
     assert me is not None
     watch = _DisconnectWatch(request, me)
     try:
-        result = await work
-        watch.done = True
-        return result
+        return await work
     except (asyncio.CancelledError, DbPoolError):
         if not watch.gone:
             raise
