@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=10000, ge=1)
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=5, ge=0)
+    probe_max_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    auth_retry_interval_seconds: float = Field(default=30, gt=0)
     mysql_driver: Literal["aiomysql", "asyncmy"] = "aiomysql"
 
     log_format: Literal["text", "json"] = "text"

@@ -1,18 +1,21 @@
 """A circuit breaker for one pool's connect attempts.
 
-closed ──(3 consecutive connect failures)──> open ──(backoff elapsed)──> one probe
-  ^                                            ^                          │
-  └────────────── probe succeeds ──────────────┴──── probe fails (backoff doubles)
+closed ──(3 consecutive connect failures, or a failed health-check connect)──> open
+  ^                                                                           │
+  └──── a probe (or any connect) succeeds ─────── probe fails: next one later ┘
 
-While open, ``check()`` fails fast with the error that opened it and a ``retry_after``.
-Backoff: 1 s doubling to 30 s, ±20 % jitter, forever. Authentication failures count
-separately and back off longer (5 s doubling to 300 s) so retries cannot get the
-database account locked. Statement failures are not connect failures: never record them.
+While open, ``check()`` fails fast with the error that opened it and a ``retry_after`` that
+says when the next probe is due; requests never probe. The probes run in the background on
+the breaker's schedule (``probe.Prober``), idle pools included: 0.1 s doubling to
+``DBPOOL_PROBE_MAX_INTERVAL_SECONDS`` (1 s), jittered downwards only so the cap is a real
+bound; the database is followed back within that cap whatever the outage's length.
+Refused credentials are a state of their own (``auth_failed``) probed at the slow
+``DBPOOL_AUTH_RETRY_INTERVAL_SECONDS`` cadence, so retries cannot get the account locked.
+Statement failures are not connect failures: never record them.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import time
@@ -21,20 +24,16 @@ from dataclasses import dataclass
 
 from app.errors import DatabaseError, DbAuthFailed, DbUnavailable
 
-__all__ = ["Backoff", "BreakerState", "CircuitBreaker"]
+__all__ = ["Backoff", "CircuitBreaker"]
 
 log = logging.getLogger(__name__)
 
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"  # a probe is in flight
+FIRST_PROBE_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Capped exponential backoff with proportional jitter."""
+    """Capped exponential backoff, jittered downwards (never past ``cap``)."""
 
     base: float
     cap: float
@@ -42,11 +41,7 @@ class Backoff:
 
     def delay(self, level: int, rng: Callable[[], float]) -> float:
         raw = min(self.cap, self.base * 2.0 ** min(level, 32))
-        return raw * (1 + self.jitter * (2 * rng() - 1))
-
-
-CONNECT_BACKOFF = Backoff(1.0, 30.0)
-AUTH_BACKOFF = Backoff(5.0, 300.0)
+        return raw * (1 - self.jitter * rng())
 
 
 class CircuitBreaker:
@@ -56,90 +51,96 @@ class CircuitBreaker:
         self,
         name: str,
         *,
+        probe_max_interval: float = 1.0,
+        auth_retry_interval: float = 30.0,
         threshold: int = 3,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
-        connect_backoff: Backoff = CONNECT_BACKOFF,
-        auth_backoff: Backoff = AUTH_BACKOFF,
     ) -> None:
         self._name = name
         self._threshold = threshold
         self._clock = clock
         self._rng = rng
-        self._backoffs = {False: connect_backoff, True: auth_backoff}
-        self._failures = {False: 0, True: 0}  # consecutive, keyed by "is auth failure"
+        self._backoffs = {
+            False: Backoff(min(FIRST_PROBE_SECONDS, probe_max_interval), probe_max_interval),
+            True: Backoff(auth_retry_interval, auth_retry_interval),
+        }
+        self._failures = 0  # consecutive connect failures of either kind
         self._level = 0
-        self._open_until: float | None = None
-        self._probing = False
+        self._next_probe_at: float | None = None  # None while closed
         self._last_error: DatabaseError | None = None
 
     @property
-    def state(self) -> BreakerState:
-        if self._open_until is None:
-            return BreakerState.CLOSED
-        return BreakerState.HALF_OPEN if self._probing else BreakerState.OPEN
+    def is_open(self) -> bool:
+        return self._next_probe_at is not None
 
     @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
+    def auth_failed(self) -> bool:
+        """Open because the database refused the credentials."""
+        return self.is_open and isinstance(self._last_error, DbAuthFailed)
 
-    def check(self) -> bool:
-        """Let an attempt through, or raise. Returns True when the attempt is THE probe:
-        the caller must then record its outcome or call ``release_probe()``."""
-        if self._open_until is None:
-            return False
-        remaining = self._open_until - self._clock()
-        if remaining <= 0 and not self._probing:
-            self._probing = True
-            return True
-        # While a probe is in flight, others fail fast too; suggest a short retry.
-        raise self._fast_failure(remaining if remaining > 0 else 1.0)
+    @property
+    def next_probe_at(self) -> float | None:
+        """When the next probe is due (the breaker's clock), or None while closed."""
+        return self._next_probe_at
+
+    @property
+    def last_error_code(self) -> str | None:
+        """The code of the last connect failure since the circuit last closed."""
+        return None if self._last_error is None else self._last_error.code
+
+    def check(self) -> None:
+        """Let an attempt through while closed; raise the fast failure while open."""
+        if self._next_probe_at is not None:
+            raise self._fast_failure(max(0.0, self._next_probe_at - self._clock()))
 
     def record_success(self) -> None:
         """A connection was obtained: close the circuit and forget past failures."""
-        was_open = self._open_until is not None
-        self._failures = {False: 0, True: 0}
-        self._level = 0
-        self._open_until = None
-        self._probing = False
+        if self._failures == 0 and self._next_probe_at is None:
+            return  # the hot path: every checkout reports success
+        was_open = self._next_probe_at is not None
+        self._failures = self._level = 0
+        self._next_probe_at = None
         self._last_error = None
         if was_open:
             log.info("circuit closed", extra={"pool": self._name})
 
-    def record_failure(self, error: DatabaseError) -> None:
-        """A connect attempt failed with ``error`` (already translated)."""
-        auth = isinstance(error, DbAuthFailed)
-        self._failures[auth] += 1
-        self._failures[not auth] = 0
+    def record_failure(self, error: DatabaseError, *, trip: bool = False) -> bool:
+        """A connect attempt failed with ``error`` (already translated). ``trip`` opens the
+        circuit at once (the monitor's own check failed). True when this call opened it."""
+        self._failures += 1
         self._last_error = error
-        if self._open_until is not None:
-            if self._probing:  # the probe failed: back off further
-                self._probing = False
-                self._level += 1
-                self._open(auth)
-            return
-        if self._failures[auth] >= self._threshold:
+        if self._next_probe_at is not None:  # a probe failed: the next one a little later
+            self._level += 1
+            self._schedule()
+            return False
+        if trip or self._failures >= self._threshold:
             self._level = 0
-            self._open(auth)
+            delay = self._schedule()
+            log.warning("circuit opened", extra={
+                "pool": self._name, "code": error.code, "next_probe_in_s": round(delay, 2),
+            })  # fmt: skip
+            return True
+        return False
 
-    def release_probe(self) -> None:
-        """The probe ended without reaching the database (cancelled): allow another."""
-        self._probing = False
+    def postpone(self) -> None:
+        """No probe could be made this time (no free slot, a bug): try again one step later."""
+        if self._next_probe_at is not None:
+            self._schedule()
 
-    def _open(self, auth: bool) -> None:
-        delay = self._backoffs[auth].delay(self._level, self._rng)
-        self._open_until = self._clock() + delay
-        log.warning(
-            "circuit opened",
-            extra={"pool": self._name, "retry_in_s": round(delay, 2), "auth_failure": auth},
-        )
+    def _schedule(self) -> float:
+        backoff = self._backoffs[isinstance(self._last_error, DbAuthFailed)]
+        delay = backoff.delay(self._level, self._rng)
+        self._next_probe_at = self._clock() + delay
+        return delay
 
     def _fast_failure(self, retry_after: float) -> DatabaseError:
         retry = round(retry_after, 3)
         if isinstance(self._last_error, DbAuthFailed):
             # Keep reporting the real cause: the credentials, not the network.
             return DbAuthFailed(
-                f"{self._last_error.message} (not retried for {retry:g} s)",
+                f"{self._last_error.message} (next attempt in {retry:g} s; fix the "
+                "registered username/password with PATCH)",
                 details={**self._last_error.details, "circuitOpen": True},
                 retry_after=retry,
             )
@@ -150,7 +151,5 @@ class CircuitBreaker:
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<CircuitBreaker {self._name} state={self.state} "
-            f"failures={self._failures[False]} auth_failures={self._failures[True]}>"
-        )
+        state = "auth_failed" if self.auth_failed else "open" if self.is_open else "closed"
+        return f"<CircuitBreaker {self._name} state={state} failures={self._failures}>"

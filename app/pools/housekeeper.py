@@ -4,11 +4,13 @@ Each round (every ``health_check_interval_seconds``, +/- 10 % jitter, on a monot
 
 1. ``manager.sync_versions()``: pools whose registry row changed are rebuilt lazily;
 2. pools idle past ``pool_idle_ttl_seconds`` with nothing checked out are evicted;
-3. every other pool gets a real round-trip health check, all concurrently, each under its own
-   timeout, so one dead database does not hold up the others; a failed check rebuilds the pool;
-   healthy pools then close idle connections above their minimum and top up to it (a
-   saturated pool counts as alive: its requests are the check; a pool whose circuit is open
-   is left to the breaker's own probe, so a rebuild never resets its backoff);
+3. every other pool gets a real round-trip health check (a connect when it holds no idle
+   connection), all concurrently, each under its own timeout, so one dead database does not
+   hold up the others; a check that cannot connect opens the pool's circuit (its prober then
+   follows the database back within a second); one that connects but fails the round trip
+   rebuilds the pool; healthy pools then close idle connections above their minimum and top
+   up to it (a saturated pool counts as alive: its requests are the check; a pool whose
+   circuit is open is checked by its own prober, more often than this loop could);
 4. one status line: ``pools total=3 active=2 waiting=0``.
 
 Every step of a round catches its own failures and the loop catches everything else, so the
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from app.domain import ConnectionConfig
+from app.errors import DbPoolError
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 JITTER = 0.10  # +/- 10 % of the period, so replicas started together do not probe in lockstep
 MAX_CHECK_SECONDS = 10.0  # a liveness round trip slower than this is a failure anyway
+_PROBED = frozenset({"circuit_open", "auth_failed"})  # states a pool's own prober watches
 
 
 class HousekeptPool(Protocol):
@@ -163,6 +167,8 @@ class Housekeeper:
     async def _step(self, what: str, step: Awaitable[None]) -> None:
         try:
             await step
+        except DbPoolError as exc:  # expected (the registry is down): one line, no traceback
+            log.warning("housekeeping step skipped: %s: %s", what, exc.code)
         except Exception:  # one failing step must not skip the rest of the round
             log.exception("housekeeping step failed: %s", what)
 
@@ -184,12 +190,13 @@ class Housekeeper:
         cid = pool.config.id
         try:
             snap = pool.snapshot()
-            if snap.state == "circuit_open":
-                return  # the breaker's own probe owns recovery; a rebuild would reset its backoff
+            if snap.state in _PROBED:
+                return  # its prober checks it; a rebuild would only restart the probing
             if snap.checked_out >= snap.max_connections:
                 return  # saturated means busy, not dead; its requests report any failure
             if not await self._check(pool):
-                await self._manager.rebuild(cid)  # the manager logs "unhealthy pool rebuilt"
+                if pool.snapshot().state not in _PROBED:  # not a dead database: a bad pool
+                    await self._manager.rebuild(cid)  # it logs "unhealthy pool rebuilt"
                 return
             async with asyncio.timeout(self._check_timeout(pool)):
                 await pool.trim_idle(self._settings.connection_idle_timeout_seconds)

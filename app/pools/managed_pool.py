@@ -4,6 +4,9 @@
     request ─> breaker.check() ─> gate.acquire(connection_timeout) ─> engine.connect()
                  (fail fast)        (FIFO; POOL_EXHAUSTED)              (ping / connect)
 
+While the circuit is open a ``Prober`` task owned by this pool makes one connect, in a free
+slot, whenever the breaker says a probe is due; the first success closes the circuit.
+
 The gate admits at most ``max_connections`` holders and the engine's pool has exactly
 that many slots, so no request ever queues inside SQLAlchemy's (unfair) queue.
 """
@@ -15,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,6 +31,7 @@ from app.pools.engine_factory import build_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
 from app.pools.metrics import PoolMetrics
+from app.pools.probe import Prober
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import hygiene_timeout
 from app.pools.stale import SentNothing
@@ -63,7 +67,12 @@ class ManagedPool:
         self._hygiene = hygiene_timeout(config)
         self.engine: AsyncEngine = build_engine(config, settings)
         self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
-        self._breaker = CircuitBreaker(config.pool_name, clock=clock)
+        self._breaker = CircuitBreaker(
+            config.pool_name, clock=clock,
+            probe_max_interval=settings.probe_max_interval_seconds,
+            auth_retry_interval=settings.auth_retry_interval_seconds,
+        )
+        self._prober = Prober(self._breaker, self._probe, name=config.pool_name, clock=clock)
         self._accounting = PoolAccounting(
             self.engine, clock, config.pool_name, on_create=self._observe_create
         )
@@ -71,7 +80,7 @@ class ManagedPool:
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed = False
-        self._healthy = True
+        self._healthy: bool | None = None  # None: never connected yet (not known healthy)
         self._last_health_check_at: datetime | None = None
         self.created_at = datetime.now(UTC)
         self._last_used = (clock(), self.created_at)
@@ -79,6 +88,7 @@ class ManagedPool:
         self._acquire_seconds = 0.0
         self._acquire_timeouts = 0
         self._query_errors = 0
+        self._connect_errors = 0
         self.recreations = recreations
         self._idle = IdleKeeper(
             self._queue_pool, self._gate, self._accounting, name=config.pool_name,
@@ -138,7 +148,7 @@ class ManagedPool:
             self._holders.discard(conn)
             with suppress(Exception):
                 await conn.close()  # already invalidated: nothing goes back to the pool
-            conn = await self._connect(probe=False)
+            conn = await self._connect()
             self._holders.add(conn)
             return await work(conn)
         finally:
@@ -147,16 +157,11 @@ class ManagedPool:
     async def _lend(self) -> AsyncConnection:
         if self._closing:
             raise DbUnavailable("The pool is being closed; retry", retry_after=0.1)
-        probe = self._breaker.check()
+        self._breaker.check()
         started = self._clock()
+        await self._admit()
         try:
-            await self._admit()
-        except BaseException:
-            if probe:
-                self._breaker.release_probe()
-            raise
-        try:
-            conn = await self._connect(probe)
+            conn = await self._connect()
         except BaseException:
             self._gate.release()
             raise
@@ -190,25 +195,44 @@ class ManagedPool:
             self._gate.release()
             raise DbUnavailable("The pool is closed; retry", retry_after=0.1)
 
-    async def _connect(self, probe: bool) -> AsyncConnection:
+    async def _connect(self) -> AsyncConnection:
         try:
             async with asyncio.timeout(self._timeout):
                 conn = await self.engine.connect()
         except Exception as exc:
             error = self._connect_error(exc)
-            if isinstance(error, DbUnavailable | DbAuthFailed):
-                self._breaker.record_failure(error)
-            elif probe:
-                self._breaker.release_probe()
-            if isinstance(error, PoolExhausted):
-                self._acquire_timeouts += 1
+            self._connect_failed(error)
             raise error from exc
-        except BaseException:
-            if probe:
-                self._breaker.release_probe()
-            raise
-        self._breaker.record_success()
+        self._connected()
         return conn
+
+    def _connected(self) -> None:
+        self._breaker.record_success()
+        self._healthy = True
+
+    def _connect_failed(self, error: DatabaseError, *, trip: bool = False) -> None:
+        """Count a failed connect; the breaker opens after a few (at once with ``trip``)."""
+        if isinstance(error, PoolExhausted):
+            self._acquire_timeouts += 1
+            return
+        self._connect_errors += 1
+        self._healthy = False
+        if self._breaker.record_failure(error, trip=trip) and not self._closing:
+            self._prober.start()
+
+    async def _probe(self) -> None:
+        """One connect for the prober, in a free slot (none free: it tries later). Its
+        outcome is recorded by ``_connect``; the connection goes back to the pool, warm."""
+        if self._closing or not self._gate.try_acquire():
+            return
+        try:
+            conn = await self._connect()
+            await conn.close()
+        except DatabaseError:
+            pass  # recorded on the breaker: it has scheduled the next probe
+        finally:
+            self._gate.release()
+            self._last_health_check_at = datetime.now(UTC)
 
     def _connect_error(self, exc: Exception) -> DatabaseError:
         error = translate_error(
@@ -237,14 +261,9 @@ class ManagedPool:
             self._metrics.observe_create(self.config, seconds)
 
     async def _release(self, conn: AsyncConnection) -> None:
-        me = asyncio.current_task()
-        if me is None or not me.cancelling():
-            # The usual case, inline (no task per request). A cancellation that lands
-            # mid-reset makes SQLAlchemy invalidate the connection: closed, never reused
-            # dirty; the gate slot is freed in ``_return``'s ``finally`` either way.
-            await self._return(conn)
-            return
-        # Already cancelled: a task the caller's next cancel cannot interrupt, so the reset
+        # Always in a task the caller's cancel cannot interrupt: a client that hangs up just
+        # as its statement ends cancels us mid-reset, and SQLAlchemy would then log "Exception
+        # during reset" (an ERROR with a traceback) and throw the connection away. The reset
         # completes and the connection goes back to the pool before its slot is freed.
         task = asyncio.create_task(self._return(conn))
         self._releases.add(task)
@@ -286,25 +305,40 @@ class ManagedPool:
     # -- housekeeping ----------------------------------------------------------------
 
     async def health_check(self) -> bool:
-        """A real round trip on a pooled connection (liveness only; not counted as use)."""
-        if self._closing:
-            return self._healthy
+        """A real round trip on a pooled connection (liveness only; not counted as use),
+        opening a connection when none is idle. A failed connect opens the circuit at once,
+        so the prober follows the database back; while it is open the probes are the check."""
+        if self._closing or self._breaker.is_open:
+            return self._healthy is True
         if not self._gate.try_acquire():
-            return self._healthy  # every slot is serving requests: they are the check
+            return self._healthy is True  # every slot is serving requests: they are the check
         try:
-            async with asyncio.timeout(self._hygiene), self.engine.connect() as conn:
-                await conn.exec_driver_sql("SELECT 1")
-            self._breaker.record_success()
-            healthy = True
-        except Exception as exc:
-            log.warning("health check failed", extra={"pool": self.config.pool_name,
-                                                      "error": type(exc).__name__})
-            healthy = False
+            healthy = await self._round_trip()
         finally:
             self._gate.release()
         self._healthy = healthy
         self._last_health_check_at = datetime.now(UTC)
         return healthy
+
+    async def _round_trip(self) -> bool:
+        try:
+            async with asyncio.timeout(self._hygiene):
+                conn = await self.engine.connect()
+        except Exception as exc:
+            self._connect_failed(self._connect_error(exc), trip=True)
+            return False
+        try:
+            async with asyncio.timeout(self._hygiene):
+                await conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            log.warning("health check failed", extra={"pool": self.config.pool_name,
+                                                      "error": type(exc).__name__})
+            return False
+        finally:
+            with suppress(Exception):
+                await conn.close()
+        self._breaker.record_success()
+        return True
 
     async def trim_idle(self, idle_timeout: float) -> int:
         """Close connections idle longer than ``idle_timeout`` above ``min_connections``, and
@@ -327,6 +361,7 @@ class ManagedPool:
         if self._closing:
             return
         self._closing = True
+        await self._prober.aclose()
         started = self._clock()
         while self._gate.in_use or self._gate.waiting or self._releases:
             if self._clock() - started >= grace:
@@ -359,9 +394,11 @@ class ManagedPool:
                 "waiting": self.waiting, "max": self.config.max_connections}
 
     def _state(self) -> PoolState:
+        if self._breaker.auth_failed:
+            return "auth_failed"
         if self._breaker.is_open:
             return "circuit_open"
-        return "ok" if self._healthy else "degraded"
+        return "ok" if self._healthy else "degraded"  # never connected yet: not known good
 
     def stats(self) -> PoolStats:
         avg = self._acquire_seconds / self._acquisitions * 1000 if self._acquisitions else 0.0
@@ -369,6 +406,7 @@ class ManagedPool:
             acquisitions=self._acquisitions,
             acquire_timeouts=self._acquire_timeouts,
             query_errors=self._query_errors,
+            connect_errors=self._connect_errors,
             recreations=self.recreations,
             avg_acquire_ms=round(avg, 3),
         )
@@ -377,6 +415,7 @@ class ManagedPool:
         """The pool at this instant (status API, metrics, logs)."""
         (opened, out), now = self._accounting.counts(), self._clock()
         idle_seconds = max(0.0, now - self._last_used[0])
+        state, due = self._state(), self._breaker.next_probe_at
         return PoolSnapshot(
             connection_id=self.config.id,
             connection_name=self.config.name,
@@ -387,14 +426,20 @@ class ManagedPool:
             max_connections=self.config.max_connections,
             min_connections=self.config.min_connections,
             waiting=self.waiting,
-            state=self._state(),
-            healthy=self._healthy,
+            state=state,
+            healthy=state == "ok",
             last_health_check_at=self._last_health_check_at,
             created_at=self.created_at,
             last_used_at=self._last_used[1],
             idle_seconds=round(idle_seconds, 3),
             stats=self.stats(),
+            next_probe_at=None if due is None else _wall_clock(due - now),
+            last_probe_error=self._breaker.last_error_code,
         )
 
     def __repr__(self) -> str:
         return f"<ManagedPool {self.config.pool_name} {self._counts()} state={self._state()}>"
+
+
+def _wall_clock(seconds_from_now: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=max(0.0, seconds_from_now))

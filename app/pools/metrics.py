@@ -197,8 +197,12 @@ def _write_snapshots(out: list[str], snaps: Sequence[PoolSnapshot]) -> None:
         ("db_client_connection_timeouts_total", "counter",
          "Requests that got no connection in time, since the pool was built.",
          lambda s: s.stats.acquire_timeouts),
-        ("dbpool_circuit_open", "gauge", "1 while the pool's circuit breaker is open.",
-         lambda s: int(s.state == "circuit_open")),
+        ("dbpool_circuit_open", "gauge",
+         "1 while the pool's circuit breaker is open (database unreachable or credentials "
+         "refused).", lambda s: int(s.state in ("circuit_open", "auth_failed"))),
+        ("dbpool_connect_errors_total", "counter",
+         "Connect attempts that failed, since the pool was built.",
+         lambda s: s.stats.connect_errors),
     )
     for name, kind, documentation, value in gauges:
         _header(out, name, kind, documentation)

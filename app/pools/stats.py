@@ -8,7 +8,7 @@ from typing import Literal
 
 __all__ = ["PoolSnapshot", "PoolState", "PoolStats"]
 
-PoolState = Literal["ok", "degraded", "circuit_open"]
+PoolState = Literal["ok", "degraded", "circuit_open", "auth_failed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,6 +18,7 @@ class PoolStats:
     acquisitions: int = 0
     acquire_timeouts: int = 0
     query_errors: int = 0
+    connect_errors: int = 0
     recreations: int = 0
     avg_acquire_ms: float = 0.0
 
@@ -42,6 +43,8 @@ class PoolSnapshot:
     last_used_at: datetime
     idle_seconds: float
     stats: PoolStats
+    next_probe_at: datetime | None = None  # while the circuit is open
+    last_probe_error: str | None = None  # code of the last connect failure while not ok
 
     @property
     def open(self) -> int:

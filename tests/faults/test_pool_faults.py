@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -162,11 +163,17 @@ async def test_circuit_opens_fails_fast_and_recovers(pools: list[ManagedPool]) -
                 pass
         assert info.value.details.get("circuitOpen") and info.value.retry_after
         assert proxy.dropped == dropped  # failed fast: no connect attempt
+        assert pool.snapshot().next_probe_at is not None
+        assert pool.snapshot().last_probe_error == "DB_UNAVAILABLE"
+        assert pool.snapshot().stats.connect_errors >= 3
         proxy.restore()
-        await asyncio.sleep(info.value.retry_after + 0.05)
-        async with pool.connection() as conn:  # the probe
+        async with asyncio.timeout(3):  # the background probe closes it: no request needed
+            while pool.snapshot().state != "ok":
+                await asyncio.sleep(0.05)
+        snap = pool.snapshot()
+        assert (snap.healthy, snap.next_probe_at, snap.last_probe_error) == (True, None, None)
+        async with pool.connection() as conn:
             assert await scalar(conn, "SELECT 1") == 1
-        assert pool.snapshot().state == "ok"
 
 
 async def test_stalled_database_fails_within_the_timeouts(pools: list[ManagedPool]) -> None:
@@ -272,34 +279,65 @@ async def test_statement_lost_mid_flight_is_never_run_twice(
         await pool.run(lambda conn: run_query(conn, config, f"DROP TABLE {table}", max_rows=1))
 
 
-async def test_cancelled_during_the_reset_discards_the_connection(
-    pools: list[ManagedPool],
+async def _cancel_mid_reset(pool: ManagedPool, proxy: TcpProxy, config: Any) -> None:
+    """Run one query, stall the wire so its reset on return hangs, cancel the caller there."""
+    ran = asyncio.Event()
+
+    async def work(conn: Any) -> Any:
+        result = await run_query(conn, config, "SELECT 1 AS one", max_rows=1)
+        proxy.stall()  # the reset on return now hangs on the wire
+        ran.set()
+        return result
+
+    task = asyncio.create_task(pool.run(work))
+    await ran.wait()
+    await asyncio.sleep(0.2)  # inside the reset
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)  # the caller is not held by the reset
+
+
+async def wait_for_free_slots(pool: ManagedPool, within: float) -> None:
+    async with asyncio.timeout(within):
+        while pool._gate.in_use or pool.checked_out:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_cancel_during_the_reset_lets_the_reset_finish(
+    pools: list[ManagedPool], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The release runs inline (no task) unless the caller is already cancelled: a cancel
-    # that lands mid-reset must free the slot and close the connection, never reuse it.
+    # A client that hangs up just as its statement ends cancels the request mid-reset. The
+    # reset is shielded: it completes and the connection goes back to the pool, clean, with
+    # no "Exception during reset" ERROR (a CancelledError traceback) from SQLAlchemy.
     async with TcpProxy(dbs.PG_HOST, dbs.PG_PORT) as proxy:
         config = pg_config(port=proxy.port, connection_timeout=2)
         pool = ManagedPool(config, Settings())
         pools.append(pool)
         await warm(pool, 1)
-        ran = asyncio.Event()
-
-        async def work(conn: Any) -> Any:
-            result = await run_query(conn, config, "SELECT 1 AS one", max_rows=1)
-            proxy.stall()  # the reset on return now hangs on the wire
-            ran.set()
-            return result
-
-        task = asyncio.create_task(pool.run(work))
-        await ran.wait()
-        await asyncio.sleep(0.2)  # inside the reset
-        assert not task.done()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3)
-        assert (pool._gate.in_use, pool.checked_out) == (0, 0)
+        await _cancel_mid_reset(pool, proxy, config)
         proxy.restore()
+        await wait_for_free_slots(pool, 3)
+        assert pool.open == 1  # reset and returned, not thrown away
+        async with pool.connection() as conn:
+            assert await scalar(conn, "SELECT 1") == 1
+        assert pool.open == 1
+    assert "Exception during reset" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_reset_that_hangs_discards_the_connection_in_time(
+    pools: list[ManagedPool],
+) -> None:
+    async with TcpProxy(dbs.PG_HOST, dbs.PG_PORT) as proxy:
+        config = pg_config(port=proxy.port, connection_timeout=1)
+        pool = ManagedPool(config, Settings())
+        pools.append(pool)
+        await warm(pool, 1)
+        await _cancel_mid_reset(pool, proxy, config)
+        await wait_for_free_slots(pool, config.connection_timeout + 2)  # the reset's bound
         assert pool.open == 0  # invalidated, not returned
+        proxy.restore()
         async with pool.connection() as conn:
             assert await scalar(conn, "SELECT 1") == 1
         assert pool.open == 1

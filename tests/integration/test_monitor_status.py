@@ -145,11 +145,14 @@ async def test_status_shape_and_single_pool_endpoint(monitor: Monitor) -> None:
     assert set(pool) == {
         "connectionId", "connectionName", "dbType", "activeConnections", "idleConnections",
         "openConnections", "maxConnections", "minConnections", "waitingRequests", "state",
-        "healthy", "lastHealthCheckAt", "createdAt", "lastUsedAt", "idleSeconds", "stats",
+        "healthy", "lastHealthCheckAt", "nextProbeAt", "lastProbeError", "createdAt",
+        "lastUsedAt", "idleSeconds", "stats",
     }  # fmt: skip
     assert set(pool["stats"]) == {
-        "acquisitions", "acquireTimeouts", "queryErrors", "recreations", "avgAcquireMs",
+        "acquisitions", "acquireTimeouts", "queryErrors", "connectErrors", "recreations",
+        "avgAcquireMs",
     }  # fmt: skip
+    assert (pool["nextProbeAt"], pool["lastProbeError"]) == (None, None)
     assert pool["connectionId"] == cid
     assert pool["connectionName"] == f"monitor-{cid}"
     assert (pool["maxConnections"], pool["minConnections"]) == (3, 0)

@@ -376,4 +376,8 @@ async def test_health_check_failure_marks_degraded(
         pools.append(pool)
         assert await pool.health_check() is False
         snap = pool.snapshot()
-        assert (snap.state, snap.healthy) == ("degraded", False)
+        # Nothing listens: the database is unreachable, so the circuit opens and a probe
+        # follows it (a rebuild could not help).
+        assert (snap.state, snap.healthy) == ("circuit_open", False)
+        assert snap.last_probe_error == "DB_UNAVAILABLE" and snap.next_probe_at is not None
+        assert snap.stats.connect_errors == 1

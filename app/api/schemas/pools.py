@@ -41,6 +41,8 @@ class PoolStatsPublic(ApiModel):
     acquisitions: int
     acquire_timeouts: int
     query_errors: int
+    connect_errors: int = Field(description="Connect attempts that failed (requests, checks, "
+                                "probes); statement failures count in queryErrors")
     recreations: int
     avg_acquire_ms: float
 
@@ -57,9 +59,23 @@ class PoolStatusPublic(ApiModel):
     max_connections: int
     min_connections: int
     waiting_requests: int
-    state: PoolState = Field(description="ok | degraded (last health check failed) | circuit_open")
-    healthy: bool
-    last_health_check_at: UtcTime | None
+    state: PoolState = Field(
+        description="ok | degraded (the last health check failed, or the pool has not connected "
+        "yet) | circuit_open (cannot connect: requests fail fast while a background probe "
+        "retries at least every DBPOOL_PROBE_MAX_INTERVAL_SECONDS) | auth_failed (the database "
+        "refused the credentials: probed every DBPOOL_AUTH_RETRY_INTERVAL_SECONDS)"
+    )
+    healthy: bool = Field(description="True exactly when state is ok")
+    last_health_check_at: UtcTime | None = Field(
+        description="Last real check: the monitor's round trip or a circuit probe"
+    )
+    next_probe_at: UtcTime | None = Field(
+        description="When the next circuit probe is due; null while the circuit is closed"
+    )
+    last_probe_error: str | None = Field(
+        description="Error code of the last failed connect (e.g. DB_UNAVAILABLE, "
+        "DB_AUTH_FAILED) while the pool is not ok; null once it connects"
+    )
     created_at: UtcTime
     last_used_at: UtcTime
     idle_seconds: int = Field(description="Whole seconds since the pool was last used")
@@ -81,6 +97,8 @@ class PoolStatusPublic(ApiModel):
             state=snap.state,
             healthy=snap.healthy,
             last_health_check_at=snap.last_health_check_at,
+            next_probe_at=snap.next_probe_at,
+            last_probe_error=snap.last_probe_error,
             created_at=snap.created_at,
             last_used_at=snap.last_used_at,
             idle_seconds=int(snap.idle_seconds),
@@ -88,6 +106,7 @@ class PoolStatusPublic(ApiModel):
                 acquisitions=stats.acquisitions,
                 acquire_timeouts=stats.acquire_timeouts,
                 query_errors=stats.query_errors,
+                connect_errors=stats.connect_errors,
                 recreations=stats.recreations,
                 avg_acquire_ms=round(stats.avg_acquire_ms, 3),
             ),
@@ -119,7 +138,7 @@ class PoolStatusList(ApiModel):
 def pool_status_entry(snap: PoolSnapshot) -> dict[str, Any]:
     """``PoolStatusPublic.of(snap)`` as JSON-ready camelCase data, without the model."""
     stats = snap.stats
-    checked = snap.last_health_check_at
+    checked, due = snap.last_health_check_at, snap.next_probe_at
     return {
         "connectionId": snap.connection_id,
         "connectionName": snap.connection_name,
@@ -133,6 +152,8 @@ def pool_status_entry(snap: PoolSnapshot) -> dict[str, Any]:
         "state": snap.state,
         "healthy": snap.healthy,
         "lastHealthCheckAt": None if checked is None else utc_millis(checked),
+        "nextProbeAt": None if due is None else utc_millis(due),
+        "lastProbeError": snap.last_probe_error,
         "createdAt": utc_millis(snap.created_at),
         "lastUsedAt": utc_millis(snap.last_used_at),
         "idleSeconds": int(snap.idle_seconds),
@@ -140,6 +161,7 @@ def pool_status_entry(snap: PoolSnapshot) -> dict[str, Any]:
             "acquisitions": stats.acquisitions,
             "acquireTimeouts": stats.acquire_timeouts,
             "queryErrors": stats.query_errors,
+            "connectErrors": stats.connect_errors,
             "recreations": stats.recreations,
             "avgAcquireMs": round(float(stats.avg_acquire_ms), 3),
         },
