@@ -217,6 +217,7 @@ class ManagedPool:
             return
         self._connect_errors += 1
         self._healthy = False
+        self._last_health_check_at = datetime.now(UTC)  # a failed connect is a real check
         if self._breaker.record_failure(error, trip=trip) and not self._closing:
             self._prober.start()
 
