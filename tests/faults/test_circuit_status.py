@@ -48,7 +48,8 @@ async def refused_four_times(monitor: Monitor, cid: int) -> None:
 
 
 def seconds_ahead(stamp: str) -> float:
-    return (datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds()
+    due = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (due - datetime.now(UTC)).total_seconds()
 
 
 @pytest.mark.mariadb
