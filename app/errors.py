@@ -17,6 +17,7 @@ they become responses::
     ├── ConnectionNameTaken       CONNECTION_NAME_TAKEN   409
     ├── TableNotFound             TABLE_NOT_FOUND         404
     ├── CredentialsUnreadable     CREDENTIALS_UNREADABLE  500
+    ├── RegistryUnavailable       REGISTRY_UNAVAILABLE    503 + Retry-After
     ├── InternalError             INTERNAL_ERROR          500
     └── DatabaseError             (talking to an external database failed)
         ├── PoolExhausted         POOL_EXHAUSTED          503 + Retry-After
@@ -50,6 +51,7 @@ __all__ = [
     "QueryError",
     "QueryTimeout",
     "ReadOnlyViolation",
+    "RegistryUnavailable",
     "RouteNotFound",
     "TableNotFound",
     "Unauthorized",
@@ -137,6 +139,13 @@ class TableNotFound(DbPoolError):
 class CredentialsUnreadable(DbPoolError):
     code = "CREDENTIALS_UNREADABLE"
     status = 500
+
+
+class RegistryUnavailable(DbPoolError):
+    """The registry's own database cannot be reached (existing pools keep serving)."""
+
+    code = "REGISTRY_UNAVAILABLE"
+    status = 503
 
 
 class InternalError(DbPoolError):

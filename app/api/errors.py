@@ -97,8 +97,10 @@ def validation_failed(problems: list[dict[str, Any]]) -> ValidationFailed:
 
 async def _on_dbpool_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DbPoolError)
-    if exc.status >= 500:
+    if exc.status == 500:
         logger.error("request failed: %s %s", exc.code, exc.message)
+    elif exc.status > 500:  # an outage elsewhere (502/503/504), not a fault of ours
+        logger.warning("request failed: %s %s", exc.code, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return error_response(exc, headers)
 

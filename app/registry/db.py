@@ -19,6 +19,7 @@ __all__ = ["create_registry_engine", "create_sessionmaker", "is_sqlite"]
 
 # Milliseconds a SQLite writer waits for another process's write lock before failing.
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_SECONDS = 5.0
 _WAL_ATTEMPTS = 50
 _WAL_RETRY_SECONDS = 0.1
 
@@ -33,14 +34,19 @@ def create_registry_engine(url: str) -> AsyncEngine:
 
     ``hide_parameters`` keeps bound values (such as ciphertext) out of error messages.
     SQLite gets WAL (readers never block the writer), foreign keys and a busy timeout
-    on every new connection; PostgreSQL gets a liveness ping on checkout.
+    on every new connection; PostgreSQL gets a liveness ping on checkout and a bounded connect.
     """
     if is_sqlite(url):
         _quiet_aiosqlite()
         engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, hide_parameters=True, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_driver_name() == "asyncpg":
+        connect_args["timeout"] = CONNECT_TIMEOUT_SECONDS  # a black-holed registry fails soon
+    return create_async_engine(
+        url, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

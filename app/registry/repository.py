@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain import ConnectionConfig
 from app.errors import (
@@ -25,6 +26,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.registry.crypto import SecretBox
+from app.registry.faults import translate_registry_faults
 from app.registry.models import ExternalDbConnection, utc_now
 from app.registry.records import ConnectionRecord, NewConnection, to_config, to_record
 from app.registry.rules import check_row, coerce_db_type, require_password_for_new_server
@@ -52,6 +54,7 @@ class ConnectionRepository:
     def __repr__(self) -> str:
         return f"ConnectionRepository(box={self._box!r})"
 
+    @translate_registry_faults
     async def create(self, new: NewConnection) -> ConnectionRecord:
         """Register ``new``; ``ConnectionNameTaken`` when its name is in use."""
         now = utc_now()
@@ -81,11 +84,13 @@ class ConnectionRepository:
                 session.add(row)
         return to_record(row)
 
+    @translate_registry_faults
     async def get(self, connection_id: int) -> ConnectionRecord:
         """One connection; ``ConnectionNotFound`` when the id is unknown."""
         async with self._sessions() as session:
             return to_record(await _row(session, connection_id))
 
+    @translate_registry_faults
     async def list(self, limit: int, offset: int) -> tuple[builtins.list[ConnectionRecord], int]:
         """A page of connections ordered by id, and the total count."""
         async with self._sessions() as session:
@@ -98,13 +103,14 @@ class ConnectionRepository:
             )
             return [to_record(row) for row in rows], int(total or 0)
 
+    @translate_registry_faults
     async def update(self, connection_id: int, changes: Mapping[str, Any]) -> ConnectionRecord:
         """Apply ``changes`` (model field names; ``password`` as ``SecretStr``).
 
         Bumps ``config_version`` when a pool-affecting field changes value.
         """
         values, password = _split_changes(changes)
-        with _integrity_errors(values.get("name")):
+        with _integrity_errors(values.get("name")), _gone_meanwhile(connection_id):
             async with self._sessions.begin() as session:
                 row = await _row(session, connection_id, for_update=True)
                 require_password_for_new_server(row, values, password_given=password is not None)
@@ -123,6 +129,7 @@ class ConnectionRepository:
                     await session.refresh(row)
                 return to_record(row)
 
+    @translate_registry_faults
     async def delete(self, connection_id: int) -> None:
         """Remove a connection; ``ConnectionNotFound`` when the id is unknown."""
         async with self._sessions.begin() as session:
@@ -134,6 +141,7 @@ class ConnectionRepository:
             if deleted is None:
                 raise _not_found(connection_id)
 
+    @translate_registry_faults
     async def rotate_keys(self) -> int:
         """Re-encrypt every stored password under the first key, all in one transaction.
 
@@ -150,6 +158,7 @@ class ConnectionRepository:
                 row.password_encrypted = self._rotate_one(row)
             return len(rows)
 
+    @translate_registry_faults
     async def load_config(self, connection_id: int) -> ConnectionConfig:
         """The pool's view of a connection, password decrypted (for the resolver only).
 
@@ -163,6 +172,7 @@ class ConnectionRepository:
             )
         return to_config(row, SecretStr(self._decrypt_one(row)))
 
+    @translate_registry_faults
     async def config_versions(self) -> dict[int, int]:
         """``{id: config_version}`` of every active connection, in one query."""
         async with self._sessions() as session:
@@ -227,6 +237,16 @@ def _integrity_errors(name: str | None) -> Iterator[None]:
                 f"a connection named {name!r} already exists", details={"field": "name"}
             ) from exc
         raise ValidationFailed("the values break a registry constraint") from exc
+
+
+@contextlib.contextmanager
+def _gone_meanwhile(connection_id: int) -> Iterator[None]:
+    """A row deleted between our read and our write (a DELETE racing a PATCH, where the
+    database cannot lock the row first, e.g. SQLite) is simply not found."""
+    try:
+        yield
+    except StaleDataError as exc:
+        raise _not_found(connection_id) from exc
 
 
 def _is_unique_violation(exc: IntegrityError) -> bool:

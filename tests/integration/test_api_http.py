@@ -126,7 +126,8 @@ async def test_readyz_503_when_registry_unreachable() -> None:
     async with running_app(settings) as client:
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["reason"] == "registry database unreachable"
+        assert response.json()["reason"].startswith("registry database unreachable")
+        assert response.headers["Retry-After"] == "5"
 
 
 async def test_openapi_documents_routes_and_examples(client: httpx.AsyncClient) -> None:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.registry.faults import RETRY_AFTER_SECONDS
 from app.registry.migrations import schema_is_at_head
 
 __all__ = ["router"]
@@ -39,7 +40,7 @@ async def _not_ready_reason(engine: AsyncEngine) -> str | None:
             at_head = await schema_is_at_head(engine)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.warning("readiness: registry unreachable: %s", type(exc).__name__)
-        return "registry database unreachable"
+        return "registry database unreachable (existing pools keep serving)"
     if not at_head:
         return "registry schema is not at head: run `dbpool migrate`"
     return None
@@ -57,5 +58,6 @@ async def _not_ready_reason(engine: AsyncEngine) -> str | None:
 async def readyz(request: Request) -> JSONResponse:
     reason = await _not_ready_reason(request.app.state.registry_engine)
     if reason is not None:
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
+                            headers={"Retry-After": str(round(RETRY_AFTER_SECONDS))})
     return JSONResponse({"status": "ready"})
