@@ -23,9 +23,9 @@ from cryptography.fernet import Fernet
 
 __all__ = ["CLEAN_EXIT_CODES", "DbpoolServer", "ServerFailed", "dbpool_command", "free_port"]
 
-# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that the process
-# reports how it ended: a clean stop is 0 or "killed by SIGTERM", never SIGKILL or 1.
-CLEAN_EXIT_CODES = frozenset({0, -signal.SIGTERM})
+# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; `dbpool serve` answers
+# that with exit 0, so a clean stop is 0 (never "killed by SIGTERM", SIGKILL or 1).
+CLEAN_EXIT_CODES = frozenset({0})
 _START_ATTEMPTS = 3  # a free port can be taken between probing it and binding it
 
 
