@@ -1,8 +1,9 @@
 """The ``dbpool`` command: ``serve``, ``migrate``, ``keys generate``, ``keys rotate``.
 
-Exit codes: 0 success (``serve``: also a clean stop on SIGTERM), 1 runtime failure (e.g. registry unreachable), 2 bad usage or bad
-configuration (invalid settings, malformed key). Messages go to stderr and never contain a
-key or password; only ``keys generate`` and ``keys rotate`` print results to stdout.
+Exit codes: 0 success (for ``serve``, a clean stop on SIGTERM too), 1 runtime failure (e.g.
+registry unreachable), 2 bad usage or bad configuration (invalid settings, malformed key).
+Messages go to stderr and never contain a key or password; only ``keys generate`` and
+``keys rotate`` print results to stdout.
 """
 
 from __future__ import annotations
