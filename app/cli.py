@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -83,8 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_config=None,  # configure_logging (in the app's lifespan) owns the format
         # A stuck request cannot hold a SIGTERM: after the grace uvicorn cancels what is
         # still running (its statements are cancelled on the server), then the lifespan
-        # closes the pools, so the process ends within about twice the grace.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # closes the pools, so the process ends within about twice the grace (uvicorn
+        # takes whole seconds).
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiomysql
 import asyncpg
+import pymysql
+from pymysql.constants import ER
 
 from app.domain import ConnectionConfig, DbType
 from app.pools.engine_factory import connect_args
@@ -84,6 +86,12 @@ async def _mysql_kill_query(config: ConnectionConfig, thread_id: int) -> bool:
     try:
         async with conn.cursor() as cur:
             await cur.execute("KILL QUERY %s", (int(thread_id),))
-        return True
+    except pymysql.err.OperationalError as exc:
+        if exc.args[:1] != (ER.NO_SUCH_THREAD,):
+            raise
+        # "Unknown thread id": the connection, and its statement with it, has already ended.
+        # The driver closes a connection whose read was cancelled (a client hung up), and
+        # the server ends the thread as soon as its statement stops: nothing is left to kill.
     finally:
         conn.close()
+    return True
