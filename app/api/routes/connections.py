@@ -32,6 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         404: "No such connection (CONNECTION_NOT_FOUND)",
         409: "Another connection has this name (CONNECTION_NAME_TAKEN)",
         422: "A field or the id failed validation (VALIDATION_ERROR); details name each field",
+        503: "The registry database cannot be reached (REGISTRY_UNAVAILABLE); Retry-After",
     }.items()
 }
 

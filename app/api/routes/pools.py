@@ -29,6 +29,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorEnvelope, "description": "Missing or unknown bearer token"},
     404: {"model": ErrorEnvelope, "description": "No such connection (CONNECTION_NOT_FOUND)"},
     422: {"model": ErrorEnvelope, "description": "The id is not a positive integer"},
+    503: {"model": ErrorEnvelope,
+          "description": "No live pool and the registry cannot be reached (REGISTRY_UNAVAILABLE)"},
 }
 
 router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS)
@@ -39,8 +41,11 @@ router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS)
     summary="Every live pool of this process",
     description=(
         "Open, active (checked out), idle and waiting counts per pool, its state (`ok`, "
-        "`degraded`, `circuit_open`) and counters. `openConnections` matches what the database "
-        "counts. Each process (worker, replica) reports only its own pools."
+        "`degraded`, `circuit_open`, `auth_failed`; `healthy` is true exactly when `ok`), "
+        "when the next circuit probe is due (`nextProbeAt`), the last connect failure's code "
+        "(`lastProbeError`) and counters (`connectErrors` apart from `queryErrors`). "
+        "`openConnections` matches what the database counts. Each process (worker, replica) "
+        "reports only its own pools."
     ),
     response_model=Envelope[PoolStatusList],
 )

@@ -60,7 +60,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         409: "The connection is inactive (CONNECTION_INACTIVE)",
         422: "A field failed validation (VALIDATION_ERROR)",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
-        503: "No connection in time (POOL_EXHAUSTED) or database down (DB_UNAVAILABLE)",
+        503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open "
+        "(DB_UNAVAILABLE), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE)"
+        "; Retry-After says when to try again",
         504: "The statement ran past its timeout and was cancelled (QUERY_TIMEOUT)",
     }.items()
 }
