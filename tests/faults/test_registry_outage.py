@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -48,6 +50,18 @@ async def proxy() -> AsyncIterator[TcpProxy]:
         yield running
 
 
+async def own_ids(database: str) -> None:
+    """Ids no other test's registry hands out: pools are named ``dbpool:<id>`` in
+    pg_stat_activity, which is how this test counts its own pool's sessions."""
+    conn = await asyncpg.connect(host=dbs.PG_HOST, port=dbs.PG_PORT, user="postgres",
+                                 database=database)  # fmt: skip
+    try:
+        floor = random.randint(100000, 899999)
+        await conn.execute(f"ALTER SEQUENCE external_db_connections_id_seq RESTART WITH {floor}")
+    finally:
+        await conn.close()
+
+
 async def register(client: httpx.AsyncClient) -> int:
     response = await client.post(BASE, json=connection_body(maxConnections=2), headers=ADMIN)
     assert response.status_code == 201, response.text
@@ -65,6 +79,7 @@ async def test_registry_outage_is_503_and_existing_pools_keep_serving(
     caplog.set_level(logging.INFO)
     url = f"postgresql+asyncpg://{dbs.PG_USER}@127.0.0.1:{proxy.port}/{registry_db}"
     await upgrade_to_head(url)
+    await own_ids(registry_db)
     settings = make_settings(url, health_check_interval_seconds=0.5)
     async with running_app(settings) as client:
         served, unbuilt = await register(client), await register(client)
