@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 JITTER = 0.10  # +/- 10 % of the period, so replicas started together do not probe in lockstep
 MAX_CHECK_SECONDS = 10.0  # a liveness round trip slower than this is a failure anyway
+# The outer bound's margin over the pool's own: a connection invalidated on a black-holed
+# link is closed gracefully by SQLAlchemy's asyncpg adapter, shielded, for up to 2 s.
+CHECK_SLACK_SECONDS = 3.0
 _PROBED = frozenset({"circuit_open", "auth_failed"})  # states a pool's own prober watches
 
 
@@ -49,7 +52,7 @@ class HousekeptPool(Protocol):
 
     def snapshot(self) -> PoolSnapshot: ...
 
-    async def health_check(self) -> bool: ...
+    async def health_check(self, within: float | None = None) -> bool: ...
 
     async def trim_idle(self, idle_timeout: float) -> int: ...
 
@@ -209,9 +212,12 @@ class Housekeeper:
             )
 
     async def _check(self, pool: HousekeptPool) -> bool:
+        bound = self._check_timeout(pool)
         try:
-            async with asyncio.timeout(self._check_timeout(pool)):
-                return await pool.health_check()
+            # The pool bounds its own check, so that it can tell an unreachable database
+            # (its circuit opens) from a bad pool; this outer bound is only the safety net.
+            async with asyncio.timeout(bound + CHECK_SLACK_SECONDS):
+                return await pool.health_check(bound)
         except TimeoutError:
             log.warning("health check timed out", extra={"connection_id": pool.config.id})
         except Exception as exc:

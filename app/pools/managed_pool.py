@@ -305,31 +305,33 @@ class ManagedPool:
 
     # -- housekeeping ----------------------------------------------------------------
 
-    async def health_check(self) -> bool:
+    async def health_check(self, within: float | None = None) -> bool:
         """A real round trip on a pooled connection (liveness only; not counted as use),
-        opening a connection when none is idle. A failed connect opens the circuit at once,
-        so the prober follows the database back; while it is open the probes are the check."""
+        opening a connection when none is idle, all within ``within`` seconds. A connect that fails
+        or times out opens the circuit at once, so the prober follows the database back;
+        while it is open the probes are the check."""
         if self._closing or self._breaker.is_open:
             return self._healthy is True
         if not self._gate.try_acquire():
             return self._healthy is True  # every slot is serving requests: they are the check
+        bound = self._hygiene if within is None else min(self._hygiene, within)
         try:
-            healthy = await self._round_trip()
+            healthy = await self._round_trip(asyncio.get_running_loop().time() + bound)
         finally:
             self._gate.release()
         self._healthy = healthy
         self._last_health_check_at = datetime.now(UTC)
         return healthy
 
-    async def _round_trip(self) -> bool:
+    async def _round_trip(self, deadline: float) -> bool:
         try:
-            async with asyncio.timeout(self._hygiene):
+            async with asyncio.timeout_at(deadline):
                 conn = await self.engine.connect()
         except Exception as exc:
             self._connect_failed(self._connect_error(exc), trip=True)
             return False
         try:
-            async with asyncio.timeout(self._hygiene):
+            async with asyncio.timeout_at(deadline):
                 await conn.exec_driver_sql("SELECT 1")
         except Exception as exc:
             log.warning("health check failed", extra={"pool": self.config.pool_name,

@@ -192,3 +192,22 @@ async def test_stalled_network_never_hangs_a_request(proxy: TcpProxy) -> None:
         restored_at = loop.time()
         await eventually(lambda: attempt(monitor, cid), lambda r: r[1] is None, within=2 + 30)
         assert loop.time() - restored_at <= 2 + 30
+
+
+async def test_an_idle_pool_follows_a_stalled_network_back(proxy: TcpProxy) -> None:
+    # A black-holed network (connects hang rather than fail) is an unreachable database too:
+    # the monitor's check times out inside the pool, which opens the circuit instead of
+    # rebuilding the pool round after round, and the probe follows the network back.
+    settings = monitor_settings(health_check_interval_seconds=1)
+    async with monitored(settings) as monitor:
+        cid = monitor.register(pg_config(port=proxy.port, connection_timeout=CONNECTION_TIMEOUT))
+        assert (await attempt(monitor, cid))[1] is None
+        proxy.stall()
+        await seconds_until(monitor, cid, "circuit_open", within=1.1 + CONNECTION_TIMEOUT + 1)
+        await asyncio.sleep(3)
+        entry = await monitor.entry(cid)
+        assert entry is not None and entry["state"] == "circuit_open"
+        assert entry["stats"]["recreations"] == 0  # not rebuilt: nothing was wrong with it
+        proxy.restore()
+        assert await seconds_until(monitor, cid, "ok", within=10) <= STATUS_BOUND
+        assert await first_success_after(monitor, cid) < 0.5

@@ -50,7 +50,7 @@ class FakePool:
             idle_seconds=42.0, stats=PoolStats(),
         )  # fmt: skip
 
-    async def health_check(self) -> bool:
+    async def health_check(self, within: float | None = None) -> bool:
         self.calls.append("health_check")
         if self.health_error is not None:
             raise self.health_error
