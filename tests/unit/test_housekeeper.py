@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.domain import ConnectionConfig, DbType
+from app.errors import RegistryUnavailable
 from app.logs import TextFormatter
 from app.pools.housekeeper import Housekeeper
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
@@ -229,6 +230,22 @@ async def test_a_failing_step_does_not_skip_the_rest(caplog: pytest.LogCaptureFi
 
     assert pool.calls == ["health_check", "trim_idle(2.0)", "fill_min"]
     assert "housekeeping step failed: sync versions" in lines(caplog)
+
+
+async def test_an_unreachable_registry_is_one_warning_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = FakePool(make_config(1))
+    manager = manager_with(pool)
+    manager.sync_error = RegistryUnavailable("The registry database cannot be reached")
+
+    await Housekeeper(manager, settings()).run_once()
+
+    assert pool.calls == ["health_check", "trim_idle(2.0)", "fill_min"]  # pools untouched
+    assert manager.events == ["sync"]  # nothing invalidated or rebuilt
+    skipped = [r for r in caplog.records if "sync versions" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in skipped] == [("WARNING", None)]
+    assert "REGISTRY_UNAVAILABLE" in skipped[0].getMessage()
 
 
 def test_period_comes_from_settings_and_jitter_is_ten_percent() -> None:

@@ -67,7 +67,8 @@ class PoolStatusPublic(ApiModel):
     )
     healthy: bool = Field(description="True exactly when state is ok")
     last_health_check_at: UtcTime | None = Field(
-        description="Last real check: the monitor's round trip or a circuit probe"
+        description="Last real check: the monitor's round trip, a circuit probe or a failed "
+        "connect"
     )
     next_probe_at: UtcTime | None = Field(
         description="When the next circuit probe is due; null while the circuit is closed"
