@@ -1,29 +1,23 @@
-"""Interface of the statement analyser (a first, keyword-only version; see ``app.sql``)."""
+"""``analyse(sql, db_type)``: the tokens of one request's SQL, split into statements and
+classified, cached per (dialect family, text) in a bounded LRU (see ``app.sql``)."""
 
 from __future__ import annotations
 
-import enum
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from app.domain import DbType
+from app.sql.classify import classify
+from app.sql.kinds import StatementKind
+from app.sql.lexer import LexError, Token, tokenize
 
-__all__ = ["Analysis", "Placeholder", "StatementKind", "analyse", "bind_named"]
+__all__ = ["CACHE_SIZE", "CACHED_UP_TO", "Analysis", "Placeholder", "analyse", "family_of"]
 
-
-class StatementKind(enum.StrEnum):
-    """What one statement does; consumers treat ``UNKNOWN`` as the most restrictive."""
-
-    READ = "read"  # SELECT, WITH ... SELECT, VALUES, TABLE, SHOW, EXPLAIN (not ANALYZE)
-    WRITE = "write"  # INSERT, UPDATE, DELETE, MERGE, REPLACE, a CTE that writes, SELECT INTO
-    DDL = "ddl"  # CREATE, ALTER, DROP, TRUNCATE, GRANT, ... (not temporary objects)
-    TRANSACTION = "transaction"  # BEGIN/START, COMMIT, ROLLBACK, SET TRANSACTION, LOCK TABLES, XA
-    SAVEPOINT = "savepoint"  # SAVEPOINT, RELEASE, ROLLBACK TO: cannot end the outer transaction
-    SESSION = "session"  # SET/RESET, PREPARE/DEALLOCATE/DISCARD, LISTEN, LOCK, temp objects, USE
-    UNKNOWN = "unknown"
+CACHE_SIZE = 2048  # distinct SQL texts kept per process
+CACHED_UP_TO = 16_384  # longer texts are analysed every time: the cache stays small
+_PERCENT = re.compile(r"%(.|\Z)", re.DOTALL)
+_BLOCK_ENDS = frozenset({"if", "loop", "while", "repeat"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +33,7 @@ class Placeholder:
 class Analysis:
     """What the analyser found in one request's SQL text."""
 
+    # The most restrictive kind among the statements (``UNKNOWN`` when it cannot tell).
     kind: StatementKind
     statement_count: int
     placeholders: tuple[Placeholder, ...]
@@ -50,6 +45,15 @@ class Analysis:
     touches_session: bool
     # DEALLOCATE ALL / DISCARD ALL / DISCARD PLANS: server-side prepared statements are gone.
     wipes_prepared: bool
+    # Each statement's own kind, in order.
+    kinds: tuple[StatementKind, ...] = ()
+    # The driver's positional markers outside literals: ``$n`` / ``%s``.
+    positional: int = 0
+    # MySQL: every ``%`` of the text is ``%%`` or one of those ``%s`` markers, so the
+    # driver's ``%`` interpolation of positional values can only fill the markers.
+    percent_safe: bool = True
+    # Why the text could not be tokenized (an unterminated literal ...); kind is UNKNOWN.
+    error: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -57,42 +61,98 @@ class Analysis:
         return tuple(dict.fromkeys(p.name for p in self.placeholders))
 
 
-_FIRST_WORD = re.compile(r"\s*\(?\s*([A-Za-z]+)")
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_KINDS = {
-    "select": StatementKind.READ, "with": StatementKind.READ, "values": StatementKind.READ,
-    "table": StatementKind.READ, "show": StatementKind.READ,
-    "insert": StatementKind.WRITE, "update": StatementKind.WRITE,
-    "delete": StatementKind.WRITE, "merge": StatementKind.WRITE,
-    "replace": StatementKind.WRITE,
-    "create": StatementKind.DDL, "alter": StatementKind.DDL, "drop": StatementKind.DDL,
-    "truncate": StatementKind.DDL,
-    "begin": StatementKind.TRANSACTION, "start": StatementKind.TRANSACTION,
-    "commit": StatementKind.TRANSACTION, "rollback": StatementKind.TRANSACTION,
-    "set": StatementKind.SESSION, "reset": StatementKind.SESSION,
-}
-
-
-@lru_cache(maxsize=4096)
-def _analyse(sql: str, family: str) -> Analysis:
-    match = _FIRST_WORD.match(sql)
-    kind = _KINDS.get(match.group(1).lower(), StatementKind.UNKNOWN) if match else (
-        StatementKind.UNKNOWN)
-    placeholders = tuple(Placeholder(m.group(1), m.start(), m.end()) for m in _NAMED.finditer(sql))
-    return Analysis(kind=kind, statement_count=1, placeholders=placeholders,
-                    read_only=kind is StatementKind.READ,
-                    touches_session=kind is not StatementKind.READ, wipes_prepared=False)
+def family_of(db_type: DbType) -> str:
+    """The dialect family: ``"mysql"`` for MySQL and MariaDB, else ``"postgresql"``."""
+    return "mysql" if db_type.is_mysql_family else "postgresql"
 
 
 def analyse(sql: str, db_type: DbType) -> Analysis:
-    """The analysis of ``sql`` in ``db_type``'s dialect (cached per dialect and text)."""
-    return _analyse(sql, "mysql" if db_type.is_mysql_family else "postgresql")
+    """The analysis of ``sql`` in ``db_type``'s dialect (cached per dialect and text).
+
+    Never raises: text it cannot tokenize is ``UNKNOWN`` with ``error`` set."""
+    family = family_of(db_type)
+    if len(sql) > CACHED_UP_TO:
+        return _analyse(sql, family)
+    return _cached(sql, family)
 
 
-def bind_named(
-    sql: str, analysis: Analysis, params: Mapping[str, Any], db_type: DbType
-) -> tuple[str, list[Any]]:
-    """``sql`` with each placeholder in the driver's style (``$n`` on PostgreSQL, a name used
-    twice binds the same ``$n``; ``%s`` on MySQL, with every other ``%`` doubled) and the
-    values in the order the driver wants them. Raises ``ValidationFailed`` naming missing values."""
-    raise NotImplementedError
+def _analyse(sql: str, family: str) -> Analysis:
+    try:
+        tokens = tokenize(sql, family)
+    except LexError as exc:
+        return Analysis(kind=StatementKind.UNKNOWN, statement_count=0, placeholders=(),
+                        read_only=False, touches_session=True, wipes_prepared=False,
+                        kinds=(), error=str(exc))
+    verdicts = [classify(statement, family) for statement in _statements(tokens)]
+    kind = max((v.kind for v in verdicts), key=lambda k: k.rank, default=StatementKind.UNKNOWN)
+    positional = sum(1 for t in tokens if t.type == "positional")
+    return Analysis(
+        kind=kind,
+        statement_count=len(verdicts),
+        placeholders=tuple(
+            Placeholder(t.text[1:], t.start, t.start + len(t.text))
+            for t in tokens if t.type == "param"
+        ),
+        read_only=bool(verdicts) and all(v.read_only for v in verdicts),
+        touches_session=not verdicts or any(v.touches_session for v in verdicts),
+        wipes_prepared=any(v.wipes_prepared for v in verdicts),
+        kinds=tuple(v.kind for v in verdicts),
+        positional=positional,
+        percent_safe=family != "mysql" or _percent_safe(sql, positional),
+    )
+
+
+_cached = lru_cache(maxsize=CACHE_SIZE)(_analyse)
+
+
+def _statements(tokens: list[Token]) -> list[list[Token]]:
+    """Split at ``;`` outside parentheses and outside a routine body (``BEGIN ... END`` of
+    a CREATE FUNCTION/PROCEDURE/TRIGGER or MariaDB's ``BEGIN NOT ATOMIC``); empty
+    statements (a trailing ``;``, only comments) do not count."""
+    statements: list[list[Token]] = []
+    current: list[Token] = []
+    parens = blocks = 0
+    for index, token in enumerate(tokens):
+        kind = token.type
+        if kind == ";" and parens == 0 and blocks == 0:
+            if current:
+                statements.append(current)
+            current = []
+            continue
+        if kind == "(":
+            parens += 1
+        elif kind == ")":
+            parens = max(0, parens - 1)
+        elif kind == "word":
+            blocks = _block_depth(token, current, tokens, index, blocks)
+        current.append(token)
+    if current:
+        statements.append(current)
+    return statements
+
+
+def _block_depth(token: Token, current: list[Token], tokens: list[Token], index: int,
+                 blocks: int) -> int:
+    word = token.text.lower()
+    if word == "begin":
+        following = tokens[index + 1].text.lower() if index + 1 < len(tokens) else ""
+        # A leading BEGIN opens a transaction, unless it is ``BEGIN NOT ATOMIC``.
+        return blocks + 1 if current or following == "not" else blocks
+    if blocks and word == "case":
+        return blocks + 1
+    if blocks and word == "end":
+        following = tokens[index + 1].text.lower() if index + 1 < len(tokens) else ""
+        return blocks if following in _BLOCK_ENDS else blocks - 1
+    return blocks
+
+
+def _percent_safe(sql: str, markers: int) -> bool:
+    found = 0
+    for match in _PERCENT.finditer(sql):
+        directive = match.group(1)
+        if directive == "s":
+            found += 1
+        elif directive != "%":
+            return False
+    return found == markers
+
