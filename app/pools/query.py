@@ -22,6 +22,19 @@ the server's session limit (set by the engine factory) and by a client timer her
 expiry, or when the caller is cancelled (client disconnect), the statement is cancelled
 on the server and the connection discarded. A statement the database rejects leaves
 the connection clean (rolled back) and is raised as a ``DatabaseError``.
+
+Every statement is first checked and bound by ``lanes.plan`` (one statement, no
+transaction control inside ``/transaction``, read-only rules), before anything is sent.
+On a ``readOnly`` connection every request runs inside a read-only transaction the caller
+cannot turn writable: PostgreSQL ``BEGIN READ ONLY`` plus a ``SELECT 1`` in the same
+round trip, so the snapshot exists before the caller's first statement (after it,
+``SET TRANSACTION READ WRITE`` fails); MySQL/MariaDB ``START TRANSACTION READ ONLY``.
+
+asyncpg's statement cache: a cached statement the server no longer knows (SQLSTATE 26000,
+after a caller's ``DEALLOCATE``) or whose plan went stale is dropped with the rest of the
+connection's cache and prepared again, once: the server refused it before running it. A
+statement that wipes every prepared statement (``DEALLOCATE ALL``, ``DISCARD ALL/PLANS``)
+is never cached, and clears the driver's caches right after it.
 """
 
 from __future__ import annotations
@@ -35,14 +48,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import DatabaseError, DbPoolError, QueryTimeout, ValidationFailed
 from app.pools.cancel import backend_id, cancel_on_server
 from app.pools.encoding import RowFormat, coerce_pg_params, encode_rows
+from app.pools.lanes import Planned, plan
 from app.pools.session_reset import driver_closed
 from app.pools.stale import SentNothing, refused_before_send
 from app.pools.translate import translate_error
@@ -55,7 +67,6 @@ __all__ = [
     "Statement",
     "StatementResult",
     "TransactionResult",
-    "bind_params",
     "effective_timeout",
     "run_query",
     "run_transaction",
@@ -73,12 +84,10 @@ _TIMEOUT_MARGIN = 0.25  # the server's own limit fires first when it is the tigh
 _MYSQL_JSON = 245
 _PG_JSON = frozenset({"json", "jsonb"})
 _PG_COUNT = re.compile(r"(\d+)$")
-_PG_NAMED_CAST = re.compile(r"(?<![:\w]):(\w+)::")
-_PG_ISOLATION = {
-    "READ COMMITTED": "read_committed",
-    "REPEATABLE READ": "repeatable_read",
-    "SERIALIZABLE": "serializable",
-}
+# The SELECT takes the snapshot: from then on the transaction cannot be made writable.
+_PG_READ_ONLY = " READ ONLY; SELECT 1"
+_PG_STALE = (asyncpg.exceptions.InvalidCachedStatementError,
+             asyncpg.exceptions.InvalidSQLStatementNameError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,9 +142,10 @@ async def run_query(
     discard: Discard | None = None,
 ) -> QueryResult:
     """Run one statement (committed on success); at most ``max_rows`` rows come back."""
+    planned = plan(sql, params, config)
     runner = _Runner(conn, config, max_rows, row_format)
     started = time.perf_counter()
-    result = await _guarded(runner, runner.query(Statement(sql=sql, params=params)),
+    result = await _guarded(runner, runner.query(planned),
                             effective_timeout(config, timeout_seconds), discard)
     return QueryResult(columns=result.columns, rows=result.rows, row_count=result.row_count,
                        truncated=result.truncated, duration_ms=_since(started))
@@ -158,37 +168,16 @@ async def run_transaction(
     if isolation_level == "READ UNCOMMITTED" and config.db_type is DbType.POSTGRESQL:
         raise ValidationFailed("READ UNCOMMITTED is available on MySQL and MariaDB only",
                                details={"field": "isolationLevel"})
+    planned = [plan(s.sql, s.params, config, index=i) for i, s in enumerate(statements)]
     runner = _Runner(conn, config, max_rows, row_format)
     started = time.perf_counter()
-    results = await _guarded(runner, runner.transaction(statements, isolation_level),
+    results = await _guarded(runner, runner.transaction(planned, isolation_level),
                              effective_timeout(config, timeout_seconds), discard)
     return TransactionResult(results=results, duration_ms=_since(started))
 
 
 def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-# ---- parameters ----------------------------------------------------------------------
-
-
-def bind_params(sql: str, params: Params, dialect: Dialect, db_type: DbType) -> tuple[str, Any]:
-    """SQL and driver arguments: a mapping binds ``:name`` placeholders through SQLAlchemy
-    ``text()`` (rendered in the driver's style); a sequence is the driver's own positional
-    style (``$1`` / ``%s``); no parameters leave the SQL untouched (``%`` and ``:x`` too)."""
-    if not params:
-        return sql, None
-    if not isinstance(params, Mapping):
-        return sql, list(params)
-    if db_type is DbType.POSTGRESQL:
-        sql = _PG_NAMED_CAST.sub(r":\1 ::", sql)  # ``:id::int`` means bind, then cast
-    compiled = text(sql).compile(dialect=dialect)
-    names = list(compiled.positiontup or [])
-    missing = sorted({name for name in names if name not in params})
-    if missing:
-        raise ValidationFailed(f"No value for parameter(s): {', '.join(missing)}",
-                               details={"field": "params", "missing": missing})
-    return compiled.string, [params[name] for name in names]
 
 
 # ---- the guard: time limit, cancellation, clean return -----------------------------
@@ -283,35 +272,26 @@ class _Runner:
         await cancel_on_server(self.config, self.backend)
         await (discard or _invalidate)(self.conn)
 
-    async def query(self, statement: Statement) -> StatementResult:
+    async def query(self, planned: Planned) -> StatementResult:
         driver = await self._driver()
-        if self.config.db_type is DbType.POSTGRESQL:
-            return await self._pg(driver, statement, in_transaction=False)
-        return await self._mysql_autocommit(driver, statement)
+        postgres = self.config.db_type is DbType.POSTGRESQL
+        if not self.config.read_only:
+            if postgres:
+                return await self._pg(driver, planned, in_transaction=False)
+            return await self._mysql(driver, planned)  # autocommit: it commits on its own
+        if postgres:
+            return await self._pg_read_only(driver, planned)
+        return (await self._mysql_transaction(driver, [planned], None))[0]
 
-    async def transaction(self, statements: Sequence[Statement],
+    async def transaction(self, statements: Sequence[Planned],
                           isolation: IsolationLevel | None) -> list[StatementResult]:
         driver = await self._driver()
         if self.config.db_type is DbType.POSTGRESQL:
-            level = _PG_ISOLATION[isolation] if isolation else None
-            self._sending()
-            async with driver.transaction(isolation=level):
-                return await self._each(statements, lambda s: self._pg(driver, s, True))
-        if isolation:  # applies to the next transaction: the one begun below
-            self._sending()
-            await _mysql_exec(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
-        self._sending()
-        await driver.begin()  # the session runs in autocommit
-        try:
-            results = await self._each(statements, lambda s: self._mysql(driver, s, True))
-        except DatabaseError:
-            await driver.rollback()
-            raise
-        await driver.commit()
-        return results
+            return await self._pg_transaction(driver, statements, isolation)
+        return await self._mysql_transaction(driver, statements, isolation)
 
-    async def _each(self, statements: Sequence[Statement],
-                    run: Callable[[Statement], Awaitable[StatementResult]]
+    async def _each(self, statements: Sequence[Planned],
+                    run: Callable[[Planned], Awaitable[StatementResult]]
                     ) -> list[StatementResult]:
         results = []
         for index, statement in enumerate(statements):
@@ -326,22 +306,62 @@ class _Runner:
             results.append(result)
         return results
 
-    def _bind(self, statement: Statement) -> tuple[str, Any]:
-        return bind_params(statement.sql, statement.params, self.conn.dialect,
-                           self.config.db_type)
-
     # -- PostgreSQL ------------------------------------------------------------------
 
-    async def _pg(self, pg: Any, statement: Statement, in_transaction: bool) -> StatementResult:
-        sql, args = self._bind(statement)
+    def _pg_begin(self, isolation: IsolationLevel | None) -> str:
+        sql = f"BEGIN ISOLATION LEVEL {isolation}" if isolation else "BEGIN"
+        return sql + _PG_READ_ONLY if self.config.read_only else sql
+
+    async def _pg_transaction(self, pg: Any, statements: Sequence[Planned],
+                              isolation: IsolationLevel | None) -> list[StatementResult]:
+        self._sending()
+        await pg.execute(self._pg_begin(isolation))
+        try:
+            results = await self._each(statements, lambda s: self._pg(pg, s, True))
+        except DatabaseError:
+            await _pg_rollback(pg)
+            raise
+        self._sending()
+        await pg.execute("COMMIT")
+        return results
+
+    async def _pg_read_only(self, pg: Any, planned: Planned) -> StatementResult:
+        """One statement in a read-only transaction; a stale cached statement aborts it,
+        so the whole transaction is tried once more (the statement never ran)."""
+        for attempt in (1, 2):
+            self._sending()
+            await pg.execute(self._pg_begin(None))
+            try:
+                result = await self._pg(pg, planned, True, cache=True)
+            except _PG_STALE:
+                await _pg_rollback(pg)
+                if attempt == 2:
+                    raise
+                continue
+            except DatabaseError:
+                await _pg_rollback(pg)
+                raise
+            self._sending()
+            await pg.execute("COMMIT")
+            return result
+        raise AssertionError("unreachable")
+
+    async def _pg(self, pg: Any, planned: Planned, in_transaction: bool,
+                  cache: bool | None = None) -> StatementResult:
+        sql, args, wipes = planned.sql, planned.args, planned.analysis.wipes_prepared
         # In a transaction a stale cached plan would abort the whole transaction: prepare
         # afresh (unnamed). Alone, asyncpg's cache is safe: a stale plan is re-prepared.
-        state = await pg._get_statement(sql, None, use_cache=not in_transaction)
+        use_cache = (not in_transaction if cache is None else cache) and not wipes
+        state = await pg._get_statement(sql, None, use_cache=use_cache)
         values = coerce_pg_params(args or [], [p.name for p in state._get_parameters()])
         attributes = state._get_attributes()
         limit = self.max_rows + 1 if attributes else 0
-        rows, status = await self._pg_execute(pg, sql, state, values, limit,
-                                              retry=not in_transaction)
+        try:
+            rows, status = await self._pg_execute(pg, sql, state, values, limit,
+                                                  retry=use_cache and not in_transaction)
+        finally:
+            if wipes:
+                _forget_prepared(self.conn, pg)
         if not attributes:
             match = _PG_COUNT.search(status or "")
             return StatementResult(columns=[], rows=[], truncated=False,
@@ -354,14 +374,15 @@ class _Runner:
     async def _pg_execute(self, pg: Any, sql: str, state: Any, values: list[Any], limit: int,
                           *, retry: bool) -> tuple[list[Any], str]:
         """One Bind/Execute(limit)/Sync round trip on the unnamed portal (what asyncpg's own
-        ``fetch`` does, plus the row limit); a cached plan the server calls stale is dropped
-        and prepared again once: the server refused it before running anything."""
+        ``fetch`` does, plus the row limit); a cached statement the server calls stale or
+        no longer knows (26000: a caller's DEALLOCATE) drops the connection's cache and is
+        prepared again once: the server refused it before running anything."""
         self._sending()
         try:
             rows, status, _ = await pg._protocol.bind_execute(state, values, "", limit, True,
                                                                None)
-        except asyncpg.exceptions.InvalidCachedStatementError:
-            pg._drop_local_statement_cache()
+        except _PG_STALE:
+            _forget_prepared(self.conn, pg)
             if not retry or pg.is_in_transaction():
                 raise
             fresh = await pg._get_statement(sql, None)
@@ -373,17 +394,31 @@ class _Runner:
 
     # -- MySQL / MariaDB -------------------------------------------------------------
 
-    async def _mysql_autocommit(self, driver: Any, statement: Statement) -> StatementResult:
-        # The session is in autocommit: the statement committed itself (or failed whole).
-        return await self._mysql(driver, statement)
+    async def _mysql_transaction(self, driver: Any, statements: Sequence[Planned],
+                                 isolation: IsolationLevel | None) -> list[StatementResult]:
+        if isolation:  # applies to the next transaction: the one begun below
+            self._sending()
+            await _mysql_exec(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        self._sending()
+        # The session runs in autocommit; a read-only one gets a read-only transaction.
+        await _mysql_exec(driver, "START TRANSACTION READ ONLY" if self.config.read_only
+                          else "START TRANSACTION")
+        lone = len(statements) == 1 and isolation is None
+        try:
+            results = await self._each(statements, lambda s: self._mysql(driver, s, not lone))
+        except DatabaseError:
+            await driver.rollback()
+            raise
+        if not self.unread:  # rows left on the wire: the connection is discarded instead
+            await driver.commit()
+        return results
 
-    async def _mysql(self, driver: Any, statement: Statement,
+    async def _mysql(self, driver: Any, planned: Planned,
                      in_transaction: bool = False) -> StatementResult:
-        sql, args = self._bind(statement)
         cursor = await _ss_cursor(driver)
         self._sending()
         try:
-            await cursor.execute(sql, args)
+            await cursor.execute(planned.sql, planned.args)
         except Exception as exc:
             raise self.translate(exc) from exc
         if cursor.description is None:
@@ -412,6 +447,24 @@ class _Runner:
                               row_format=self.row_format)
         return StatementResult(columns=columns, rows=encoded, row_count=len(encoded),
                                truncated=truncated)
+
+
+async def _pg_rollback(pg: Any) -> None:
+    """End a failed transaction; should that fail too, the reset on return finds the
+    transaction still open and tries again (or the connection is discarded)."""
+    with suppress(Exception):
+        await pg.execute("ROLLBACK")
+
+
+def _forget_prepared(conn: AsyncConnection, pg: Any) -> None:
+    """The server's prepared statements are gone: forget asyncpg's and SQLAlchemy's."""
+    pg._drop_local_statement_cache()
+    sync = conn.sync_connection
+    valid = sync is not None and not sync.invalidated and not sync.closed
+    adapted = sync.connection.dbapi_connection if valid and sync is not None else None
+    cache = getattr(adapted, "_prepared_statement_cache", None)
+    if cache is not None:
+        cache.clear()
 
 
 async def _ss_cursor(driver: Any) -> Any:

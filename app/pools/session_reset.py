@@ -1,7 +1,10 @@
 """Connection hygiene, attached as pool events on ``engine.sync_engine``.
 
-- connect  (MySQL/MariaDB): detect the flavour, apply the session settings (statement
-  timeout, read-only, autocommit). PostgreSQL gets its settings in the startup packet.
+- connect  (MySQL/MariaDB): detect the flavour, turn multi-statements off on the protocol
+  (``COM_SET_OPTION``: the server then refuses ``SELECT 1; DROP ...`` even if the SQL got
+  past the analyser), apply the session settings (statement timeout, read-only,
+  autocommit). PostgreSQL gets its settings in the startup packet (and its extended
+  protocol takes one statement per Parse anyway).
 - checkout: a socket the server already closed is refused for free (``driver_closed``); a
   liveness ping runs only when the connection has shown no sign of life for
   ``VALIDATE_AFTER`` seconds (HikariCP's rule). A dead one raises ``DisconnectionError``
@@ -49,8 +52,11 @@ _ALIVE_AT = "dbpool_alive_at"  # record.info: monotonic time of the last proof o
 _MARIADB = "dbpool_mariadb"
 _COM_INIT_DB = 0x02
 _COM_QUERY = 0x03
+_COM_SET_OPTION = 0x1B
 _COM_RESET_CONNECTION = 0x1F
+_MULTI_STATEMENTS_OFF = b"\x01\x00"
 _OK = 0x00
+_EOF = 0xFE
 
 # DISCARD ALL minus DEALLOCATE ALL and DISCARD PLANS; the last statement's tag says whether
 # a SQL-level prepared statement exists ("SELECT 1") and needs a second trip.
@@ -116,7 +122,9 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     timeout = hygiene_timeout(config)
     mysql = config.db_type.is_mysql_family
     # Built once per engine, by flavour (known once connected): the reset runs on every return.
-    setups = {flavour: _Pipeline.of(_mysql_settings(flavour, config)) for flavour in (True, False)}
+    setups = {
+        flavour: _Pipeline.of(_mysql_connect_commands(flavour, config)) for flavour in (True, False)
+    }
     resets = {
         flavour: _Pipeline.of(_mysql_reset_commands(flavour, config)) for flavour in (True, False)
     }
@@ -212,6 +220,12 @@ def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, 
     return [(_COM_QUERY, sql.encode()) for sql in statements]
 
 
+def _mysql_connect_commands(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, bytes]]:
+    # Multi-statements stay off for the connection's life: COM_RESET_CONNECTION keeps the
+    # option (tests/integration/test_sql_lanes.py checks it after a reset).
+    return [(_COM_SET_OPTION, _MULTI_STATEMENTS_OFF), *_mysql_settings(mariadb, config)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Pipeline:
     """Commands sent in one write (``rest`` already framed), their OK packets read in order."""
@@ -287,13 +301,17 @@ async def _pipelined(raw: Any, pipeline: _Pipeline) -> None:
 
 
 async def _read_ok(raw: Any) -> None:
-    """Read one answer that must be an OK packet, and keep the driver's status flags.
+    """Read one answer that must be an OK packet (an EOF packet for ``COM_SET_OPTION``),
+    and keep the driver's status flags.
 
     Leaner than the driver's own reader (no packet objects), which the reset pays three
     times on every return; the next command resets the driver's sequence counter.
     """
     header = await raw._read_bytes(4)
     body = await raw._read_bytes(header[0] | header[1] << 8 | header[2] << 16)
+    if body[:1] == bytes([_EOF]) and len(body) < 9:  # EOF: warnings (2 bytes), status
+        raw.server_status = body[3] | body[4] << 8
+        return
     if not body or body[0] != _OK:
         errno = int.from_bytes(body[1:3], "little") if body[:1] == b"\xff" else 0
         raise ConnectionError(f"session reset refused by the server (errno {errno})")

@@ -12,7 +12,7 @@ from app.sql.classify import classify
 from app.sql.kinds import StatementKind
 from app.sql.lexer import LexError, Token, tokenize
 
-__all__ = ["CACHE_SIZE", "CACHED_UP_TO", "Analysis", "Placeholder", "analyse", "family_of"]
+__all__ = ["CACHED_UP_TO", "CACHE_SIZE", "Analysis", "Placeholder", "analyse", "family_of"]
 
 CACHE_SIZE = 2048  # distinct SQL texts kept per process
 CACHED_UP_TO = 16_384  # longer texts are analysed every time: the cache stays small

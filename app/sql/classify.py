@@ -73,7 +73,7 @@ def classify(tokens: Sequence[Token], family: str) -> Verdict:
 
 def _words(tokens: Sequence[Token], at: int, limit: int = 6) -> list[str]:
     """Up to ``limit`` leading bare words, lowercased (stops at anything else)."""
-    out = []
+    out: list[str] = []
     for token in tokens[at:]:
         if token.type != "word" or len(out) == limit:
             break

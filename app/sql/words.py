@@ -5,9 +5,14 @@ from __future__ import annotations
 
 __all__ = ["NOT_CALLS", "SAFE_FUNCTIONS", "SESSION_FUNCTIONS", "WRITE_FUNCTIONS"]
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Built-ins that only compute from their arguments (or read the clock / catalogue), in
 # either dialect, plus type names written with a modifier (``varchar(10)``).
-SAFE_FUNCTIONS = frozenset("""
+SAFE_FUNCTIONS = _words("""
 abs acos asin atan atan2 avg bit_and bit_or bit_xor bool_and bool_or cbrt ceil ceiling
 char_length character_length chr coalesce concat concat_ws cos cot count cume_dist
 date_part date_trunc degrees dense_rank div every exp extract first_value floor format
@@ -51,29 +56,29 @@ crc32 uuid database schema user system_user connection_id last_insert_id found_r
 row_count char ascii ord bin oct conv field find_in_set elt format_bytes sleep
 date time timestamp timestamptz varchar character numeric decimal int integer bigint
 smallint float real double bit varbit interval binary varbinary nchar nvarchar
-""".split())
+""")
 
 # Calls that change the session (or reach outside it): the statement touches the
 # session and is no plain read.
-SESSION_FUNCTIONS = frozenset("""
+SESSION_FUNCTIONS = _words("""
 set_config pg_advisory_lock pg_advisory_lock_shared pg_try_advisory_lock
 pg_try_advisory_lock_shared pg_advisory_unlock pg_advisory_unlock_shared
 pg_advisory_unlock_all dblink dblink_connect dblink_exec dblink_disconnect
 dblink_send_query pg_notify pg_cancel_backend pg_terminate_backend pg_reload_conf
 get_lock release_lock release_all_locks
-""".split())
+""")
 
 # Calls that write: the statement is a write even when it begins with SELECT.
-WRITE_FUNCTIONS = frozenset("""
+WRITE_FUNCTIONS = _words("""
 nextval setval lo_create lo_import lo_export lo_unlink lo_put lo_from_bytea
 pg_create_restore_point pg_switch_wal txid_current pg_current_xact_id
-""".split())
+""")
 
 # Keywords that may stand right before ``(`` without calling a function.
-NOT_CALLS = frozenset("""
+NOT_CALLS = _words("""
 all and any array as asc between by case cast check constraint cube default desc
 distinct else end except exists filter from groups grouping having ilike in intersect into
 is join key lateral like limit materialized not offset on only or order over partition
 primary range recursive references returning rollup row rows select sets similar some
 table tablesample then union unique using values when where window with within
-""".split())
+""")

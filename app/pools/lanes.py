@@ -1,0 +1,105 @@
+"""Keeping each caller's SQL in its lane, before anything is sent (DESIGN "SQL handling").
+
+Every statement of ``/query``, ``/transaction`` and the catalogue goes through ``plan``:
+the analyser (``app.sql``) reads it once per text, then
+
+- exactly one statement (a trailing ``;`` and comments are fine), else 422;
+- inside ``/transaction``: no transaction control (BEGIN/COMMIT/ROLLBACK/END/ABORT,
+  SET TRANSACTION, session characteristics, LOCK/UNLOCK TABLES, XA, PREPARE TRANSACTION,
+  ``SET autocommit``); on MySQL/MariaDB also no DDL and nothing unknown, which could
+  commit the transaction implicitly. 422 naming ``statementIndex``. Savepoints stay;
+- on a ``readOnly`` connection: nothing that could change the session or the transaction
+  (SESSION, TRANSACTION, UNKNOWN kinds) and no DDL: 403 READ_ONLY. Writes go to the
+  database, whose read-only transaction refuses them (403 READ_ONLY as well);
+- values: an object binds the real ``:name`` placeholders (``bind_named``), an array keeps
+  the driver's positional style (on MySQL every ``%s`` must stand outside literals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain import ConnectionConfig, DbType
+from app.errors import ReadOnlyViolation, ValidationFailed
+from app.sql import Analysis, StatementKind, analyse, bind_named, check_positional
+
+__all__ = ["Planned", "plan"]
+
+K = StatementKind
+_READ_ONLY_REFUSED = frozenset({K.SESSION, K.TRANSACTION, K.UNKNOWN, K.DDL})
+_IMPLICIT_COMMIT = frozenset({K.DDL, K.UNKNOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One statement as the driver gets it, and what the analyser knows about it."""
+
+    sql: str
+    args: Any
+    analysis: Analysis
+
+
+def plan(sql: str, params: Mapping[str, Any] | Any, config: ConnectionConfig, *,
+         index: int | None = None) -> Planned:
+    """Check ``sql`` against its lane and bind ``params``; ``index`` is the statement's
+    position inside ``/transaction`` (None for a lone statement). Raises
+    ``ValidationFailed`` or ``ReadOnlyViolation``; nothing has been sent."""
+    analysis = analyse(sql, config.db_type)
+    try:
+        _check(analysis, config, index)
+        return Planned(*_bind(sql, analysis, params, config.db_type), analysis)
+    except (ValidationFailed, ReadOnlyViolation) as exc:
+        if index is not None:
+            exc.details["statementIndex"] = index
+        raise
+
+
+def _check(analysis: Analysis, config: ConnectionConfig, index: int | None) -> None:
+    if analysis.error is not None:
+        raise ValidationFailed(
+            f"The SQL cannot be read: {analysis.error}. Close every quote, quoted "
+            "identifier and comment", details={"field": "sql"})
+    if analysis.statement_count != 1:
+        raise ValidationFailed(_count_message(analysis.statement_count),
+                               details={"field": "sql",
+                                        "statementCount": analysis.statement_count})
+    kind = analysis.kind
+    if index is not None and kind is K.TRANSACTION:
+        raise ValidationFailed(
+            "/transaction begins and commits the transaction itself: a statement that "
+            "begins, ends or reconfigures a transaction (BEGIN, COMMIT, ROLLBACK, SET "
+            "TRANSACTION, LOCK TABLES, XA, ...) is not allowed among its statements; use "
+            "SAVEPOINT / ROLLBACK TO SAVEPOINT for partial undo",
+            details={"field": "statements", "kind": kind.value})
+    if index is not None and config.db_type.is_mysql_family and kind in _IMPLICIT_COMMIT:
+        raise ValidationFailed(
+            f"MySQL and MariaDB commit before and after DDL (and may inside a {kind.value} "
+            "statement such as CALL), which would break /transaction's all-or-nothing: "
+            "send it alone through /query", details={"field": "statements",
+                                                     "kind": kind.value})
+    if config.read_only and kind in _READ_ONLY_REFUSED:
+        raise ReadOnlyViolation(
+            f"The connection is read-only: a {kind.value} statement could change the "
+            "schema, the session or the transaction, so it is refused. Send reads only",
+            details={"kind": kind.value})
+
+
+def _count_message(count: int) -> str:
+    if count == 0:
+        return "The SQL holds no statement (only comments or semicolons)"
+    return (f"One statement per request: found {count}. A trailing ';' and comments are "
+            "fine; send further statements as separate /query calls or /transaction items")
+
+
+def _bind(sql: str, analysis: Analysis, params: Any, db_type: DbType) -> tuple[str, Any]:
+    if isinstance(params, Mapping):
+        if params or analysis.placeholders:
+            return bind_named(sql, analysis, params, db_type)
+        return sql, None
+    if params:
+        values = list(params)
+        check_positional(analysis, values, db_type)
+        return sql, values
+    return sql, None  # no values: the text goes as written (``%`` and ``:x`` too)
