@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
-from app.errors import TableNotFound
+from app.errors import QueryError, TableNotFound
 from app.pools.encoding import RowFormat
 from app.pools.query import Discard, QueryResult, run_query
 
-__all__ = ["TableInfo", "list_tables", "read_rows"]
+__all__ = ["TableInfo", "can_write", "list_tables", "read_rows"]
 
 _MAX_NAME = 256  # longer than any engine allows (63 / 64 chars): cannot exist
 
@@ -39,6 +39,36 @@ WHERE table_name = :name AND table_schema = COALESCE(:schema, current_schema())
 _MY_FIND = """
 SELECT table_schema FROM information_schema.tables
 WHERE table_name = :name AND table_schema = COALESCE(:schema, DATABASE())
+"""
+
+# Could the login write? Superuser, CREATE on the database or a non-system schema, or a
+# writing privilege on any table of this database.
+_PG_CAN_WRITE = """
+SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+    OR has_database_privilege(current_database(), 'CREATE')
+    OR EXISTS (SELECT 1 FROM pg_namespace n WHERE has_schema_privilege(n.oid, 'CREATE')
+               AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema')
+    OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p', 'v', 'f')
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))
+"""
+# Direct grants to the login itself (roles are not followed), at any level. GRANTEE reads
+# 'user'@'host'; CURRENT_USER() user@host.
+_MY_ME = (
+    "CONCAT(QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', 1)), '@',"
+    " QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', -1)))"
+)
+_MY_CAN_WRITE = f"""
+SELECT EXISTS (
+  SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {_MY_ME}
+    AND PRIVILEGE_TYPE IN ('INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'ALTER', 'SUPER')
+  UNION ALL
+  SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {_MY_ME}
+    AND PRIVILEGE_TYPE IN ('INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'ALTER')
+  UNION ALL
+  SELECT 1 FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE = {_MY_ME}
+    AND PRIVILEGE_TYPE IN ('INSERT', 'UPDATE', 'DELETE', 'DROP', 'ALTER'))
 """
 
 
@@ -95,6 +125,18 @@ async def _find(conn: AsyncConnection, config: ConnectionConfig, table: str,
     if not result.rows:
         raise _not_found(table)
     return str(result.rows[0][0])
+
+
+async def can_write(conn: AsyncConnection, config: ConnectionConfig, *,
+                    discard: Discard | None = None) -> bool | None:
+    """Whether the stored login could write (None when the server will not say)."""
+    sql = _PG_CAN_WRITE if config.db_type is DbType.POSTGRESQL else _MY_CAN_WRITE
+    try:
+        result = await run_query(conn, config, sql, max_rows=1, row_format="array",
+                                 discard=discard)
+    except QueryError:
+        return None
+    return bool(result.rows[0][0])
 
 
 def _plausible(name: str) -> bool:

@@ -52,7 +52,8 @@ group_concat json_extract json_unquote json_object json_array json_arrayagg
 json_objectagg json_contains json_contains_path json_keys json_length json_valid
 json_value json_query json_search json_type json_depth json_set json_insert
 json_replace json_remove json_merge_patch json_merge_preserve hex unhex sha1 sha2
-crc32 uuid database schema user system_user connection_id last_insert_id found_rows
+crc32 uuid quote substring_index database schema user system_user connection_id
+last_insert_id found_rows
 row_count char ascii ord bin oct conv field find_in_set elt format_bytes sleep
 date time timestamp timestamptz varchar character numeric decimal int integer bigint
 smallint float real double bit varbit interval binary varbinary nchar nvarchar

@@ -32,7 +32,7 @@ from app.api.schemas.queries import (
 )
 from app.domain import DbType
 from app.errors import DbPoolError
-from app.pools.catalogue import list_tables, read_rows
+from app.pools.catalogue import can_write, list_tables, read_rows
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
 from app.pools.query import QueryResult, Statement, run_query, run_transaction
@@ -55,10 +55,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "The database rejected the SQL (QUERY_ERROR): details carry sqlstate/errno",
         401: "Missing or unknown bearer token (UNAUTHORIZED)",
-        403: "A write on a read-only connection (READ_ONLY)",
+        403: "A write, or a statement that could change the session or the transaction "
+        "(SET, BEGIN, DDL, an unknown kind ...), on a read-only connection (READ_ONLY)",
         404: "No such connection (CONNECTION_NOT_FOUND) or table (TABLE_NOT_FOUND)",
         409: "The connection is inactive (CONNECTION_INACTIVE)",
-        422: "A field failed validation (VALIDATION_ERROR)",
+        422: "A field failed validation (VALIDATION_ERROR): a missing parameter, more than "
+        "one statement, unreadable SQL, transaction control inside /transaction",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
         503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open "
         "(DB_UNAVAILABLE), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE)"
@@ -289,26 +291,29 @@ async def table_rows(
 @router.post(
     "/{connection_id}/test",
     summary="Check the connection works",
-    description="One round trip through the pool: latency and server version, or the "
-    "error (DB_AUTH_FAILED, DB_UNAVAILABLE, ...).",
+    description="One trip through the pool: latency, server version and `canWrite` (whether "
+    "the stored login could write: PostgreSQL superuser, CREATE on the database or a "
+    "schema, or INSERT/UPDATE/DELETE/TRUNCATE on any table; MySQL/MariaDB a direct grant "
+    "of a writing privilege on any level; null when the server would not say), or the "
+    "error (DB_AUTH_FAILED, DB_UNAVAILABLE, ...). A `readOnly` connection whose login can "
+    "write is kept read-only by dbpool; a login with SELECT rights only is the stronger "
+    "guarantee.",
 )
 async def test_connection(
     connection_id: ConnectionId, parts: QueryParts
 ) -> Envelope[ConnectionTestPublic]:
     started = time.perf_counter()
 
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> str:
-        sql = (
-            "SHOW server_version"
-            if pool.config.db_type is DbType.POSTGRESQL
-            else "SELECT VERSION()"
-        )
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> tuple[str, bool | None]:
+        config = pool.config
+        sql = "SHOW server_version" if config.db_type is DbType.POSTGRESQL else "SELECT VERSION()"
         result = await run_query(
-            conn, pool.config, sql, max_rows=1, row_format="array", discard=pool.discard
+            conn, config, sql, max_rows=1, row_format="array", discard=pool.discard
         )
-        return str(result.rows[0][0])
+        return str(result.rows[0][0]), await can_write(conn, config, discard=pool.discard)
 
-    version = await _on_connection(parts.pools, connection_id, work)
+    version, writable = await _on_connection(parts.pools, connection_id, work)
     latency = round((time.perf_counter() - started) * 1000, 3)
-    data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version)
+    data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version,
+                                can_write=writable)
     return Envelope(data=data, message=f"connection {connection_id} works")

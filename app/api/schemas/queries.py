@@ -87,3 +87,7 @@ class ConnectionTestPublic(ApiModel):
     ok: bool
     latency_ms: float
     server_version: str
+    can_write: bool | None = Field(
+        description="Whether the stored login could write (null: the server would not say). "
+        "A readOnly connection is kept read-only by dbpool either way"
+    )
