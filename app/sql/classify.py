@@ -68,7 +68,7 @@ def classify(tokens: Sequence[Token], family: str) -> Verdict:
         return _read(tokens, mysql)
     if first == "load":
         return Verdict(K.WRITE if mysql else K.UNKNOWN)
-    return _utility(words, mysql)
+    return _utility(tokens, words, mysql)
 
 
 def _words(tokens: Sequence[Token], at: int, limit: int = 6) -> list[str]:
@@ -85,7 +85,7 @@ def _second(words: list[str]) -> str:
     return words[1] if len(words) > 1 else ""
 
 
-def _utility(words: list[str], mysql: bool) -> Verdict:
+def _utility(tokens: Sequence[Token], words: list[str], mysql: bool) -> Verdict:
     first, second = words[0], _second(words)
     if first in ("create", "drop") and (second in _TEMP_WORDS or (
             second in ("global", "local") and _second(words[1:]) in _TEMP_WORDS)):
@@ -114,7 +114,7 @@ def _utility(words: list[str], mysql: bool) -> Verdict:
         # until the transaction ends.
         return Verdict(K.TRANSACTION if mysql else K.SESSION)
     if first == "set":
-        return _set(words, mysql)
+        return _set(tokens, mysql)
     if first in ("deallocate", "discard"):
         rest = [w for w in words[1:] if w != "prepare"]
         wipes = not mysql and rest[:1] in (["all"], ["plans"])
@@ -125,13 +125,37 @@ def _utility(words: list[str], mysql: bool) -> Verdict:
     return Verdict(K.UNKNOWN)  # CALL, DO, EXECUTE, COPY, ... may do anything
 
 
-def _set(words: list[str], mysql: bool) -> Verdict:
-    rest = words[1:]
-    if rest[:1] in (["session"], ["local"], ["global"]):
-        if rest[0] == "global":
+def _set(tokens: Sequence[Token], mysql: bool) -> Verdict:
+    """``SET``: the most restrictive of its assignments (MySQL may list several)."""
+    verdicts = [_assignment(target, mysql) for target in _set_targets(tokens)]
+    return max(verdicts, key=lambda v: v.kind.rank, default=Verdict(K.SESSION))
+
+
+def _set_targets(tokens: Sequence[Token]) -> list[list[str]]:
+    """For each assignment: its leading words, ``@@scope.name`` spelled as words."""
+    targets: list[list[str]] = []
+    depth, fresh = 0, True
+    for token in tokens[1:]:
+        kind = token.type
+        depth += (kind == "(") - (kind == ")")
+        if kind == "," and depth == 0:
+            fresh = True
+            continue
+        if fresh and kind in ("word", "var"):
+            targets.append([])
+            fresh = False
+        if targets and len(targets[-1]) < 3 and kind in ("word", "var"):
+            text = token.text.lower()
+            targets[-1] += text.lstrip("@").split(".") if text.startswith("@@") else [text]
+    return targets
+
+
+def _assignment(words: list[str], mysql: bool) -> Verdict:
+    if words[:1] in (["session"], ["local"], ["global"]):
+        if words[0] == "global":
             return Verdict(K.DDL)  # the server's defaults, for everyone
-        rest = rest[1:]
-    target = rest[0] if rest else ""
+        words = words[1:]
+    target = words[0] if words else ""
     if target in ("transaction", "characteristics"):
         return Verdict(K.TRANSACTION)
     if target == "password":
@@ -159,8 +183,7 @@ def _explain(tokens: Sequence[Token], at: int, words: list[str], family: str) ->
         index += 1
     if not analyze:
         return Verdict(K.READ, read_only=True, touches_session=False)
-    inner = classify(tokens[index:], family)
-    return Verdict(inner.kind, read_only=inner.read_only, touches_session=True)
+    return classify(tokens[index:], family)
 
 
 def _closing(tokens: Sequence[Token], opening: int) -> int:

@@ -49,7 +49,7 @@ _PG = re.compile(
     + _IDENT_START
     + r"""\w*)?\$)
   | (?P<positional>\$\d+)
-  | (?P<word>"""
+  | (?P<word>(?![Ee]'|[Uu]&['"])"""
     + _IDENT_START
     + r"""[\w$]*)
   | (?P<number>(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[Ee][+-]?\d+)?)
@@ -60,7 +60,7 @@ _PG = re.compile(
     + r"""\w*)
   | (?P<punct>[()\[\];,.:])
   | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-  | (?P<open>['"])
+  | (?P<open>[Ee]'|[Uu]&['"]|['"])
     """,
     re.VERBOSE | re.DOTALL,
 )
