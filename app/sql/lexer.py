@@ -38,7 +38,7 @@ class Token(NamedTuple):
 _IDENT_START = r"[^\W\d]"
 _PG = re.compile(
     r"""
-    (?P<ws>\s+)
+    \s*(?:(?P<ws>\Z)
   | (?P<comment>--[^\n]*)
   | (?P<block>/\*)
   | (?P<string>[Ee]'(?:[^'\\]+|\\.|'')*+'
@@ -60,13 +60,13 @@ _PG = re.compile(
     + r"""\w*)
   | (?P<punct>[()\[\];,.:])
   | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-  | (?P<open>[Ee]'|[Uu]&['"]|['"])
+  | (?P<open>[Ee]'|[Uu]&['"]|['"]))
     """,
     re.VERBOSE | re.DOTALL,
 )
 _MY = re.compile(
     r"""
-    (?P<ws>\s+)
+    \s*(?:(?P<ws>\Z)
   | (?P<comment>(?:\#|--(?=[\s\x00-\x1f]|\Z))[^\n]*)
   | (?P<exec>/\*M?!\d{0,6})
   | (?P<block>/\*)
@@ -85,7 +85,7 @@ _MY = re.compile(
   | (?P<percent>%%)
   | (?P<punct>[()\[\];,.:])
   | (?P<op>(?:[+*<>=~!&|^%/]|-(?!-\s))+)
-  | (?P<open>['"`])
+  | (?P<open>['"`]))
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -110,12 +110,13 @@ def _tokenize_pg(sql: str) -> list[Token]:
             at += 1
             continue
         kind, end = found.lastgroup, found.end()
+        at = found.start(kind or 0)
         if kind == "ws" or kind == "comment":
             pass
         elif kind == "block":
             end = _pg_block_end(sql, at)
         elif kind == "dollar":
-            tag = found.group()
+            tag = found.group(kind or 0)
             close = sql.find(tag, end)
             if close < 0:
                 raise LexError(f"unterminated dollar-quoted string {tag} at offset {at}")
@@ -124,7 +125,7 @@ def _tokenize_pg(sql: str) -> list[Token]:
         elif kind == "open":
             raise LexError(f"unterminated quoted text starting at offset {at}")
         else:
-            text = found.group()
+            text = found.group(kind or 0)
             if kind == "punct":
                 kind = text
                 if text == "[":
@@ -173,6 +174,7 @@ def _tokenize_my(sql: str) -> list[Token]:
             at += 1
             continue
         kind, end = found.lastgroup, found.end()
+        at = found.start(kind or 0)
         if kind == "ws" or kind == "comment":
             pass
         elif kind == "exec":
@@ -190,7 +192,7 @@ def _tokenize_my(sql: str) -> list[Token]:
         elif kind == "open":
             raise LexError(f"unterminated quoted text starting at offset {at}")
         else:
-            text = found.group()
+            text = found.group(kind or 0)
             if kind == "punct":
                 kind = text
             elif kind == "op" and executable and "*/" in text:
