@@ -159,7 +159,9 @@ async def _disconnected(request: Request) -> None:
     summary="Run one statement",
     response_model=Envelope[QueryResultPublic],
     description="Rows beyond `maxRows` are not read: `truncated` says so. "
-    "Writes report affected rows in `rowCount`.",
+    "Writes report affected rows in `rowCount`. One statement only (422 otherwise, "
+    "nothing sent). On a `readOnly` connection it runs in a read-only transaction, and "
+    "statements that could change the session or the transaction are refused (403).",
 )
 async def query(
     connection_id: ConnectionId,
@@ -208,7 +210,10 @@ def _query_response(result: QueryResult) -> Response:
     summary="Run statements in one transaction",
     response_model=Envelope[TransactionResultPublic],
     description="All on one connection, committed together or rolled back together; "
-    "a failure names the statement in `details.statementIndex`.",
+    "a failure names the statement in `details.statementIndex`. The endpoint owns BEGIN "
+    "and COMMIT: transaction control among the statements (BEGIN, COMMIT, ROLLBACK, SET "
+    "TRANSACTION, LOCK TABLES, XA, ...) is refused with 422, and on MySQL/MariaDB so are "
+    "DDL and unknown statements (they commit implicitly); savepoints are allowed.",
 )
 async def transaction(
     connection_id: ConnectionId,

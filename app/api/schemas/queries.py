@@ -19,11 +19,18 @@ __all__ = [
     "TransactionResultPublic",
 ]
 
-_SQL = Field(min_length=1, max_length=1_000_000, examples=["SELECT * FROM items WHERE id = :id"])
+_SQL = Field(
+    min_length=1,
+    max_length=1_000_000,
+    description="Exactly one statement (a trailing `;` and comments are fine)",
+    examples=["SELECT * FROM items WHERE id = :id"],
+)
 _PARAMS = Field(
     default=None,
-    description="An object binds named `:name` placeholders (portable); an array binds the "
-    "driver's positional style (`$1` on PostgreSQL, `%s` on MySQL/MariaDB).",
+    description="An object binds the named `:name` placeholders (portable; never one inside "
+    "a literal, quoted identifier or comment; `:id::int` binds then casts; a name used "
+    "twice binds the same value); an array binds the driver's positional style (`$1` on "
+    "PostgreSQL, `%s` on MySQL/MariaDB, where every other `%` must be `%%`).",
     examples=[{"id": 1}],
 )
 _MAX_ROWS = Field(default=None, ge=1, description="Default 1000; capped by DBPOOL_MAX_ROWS")
