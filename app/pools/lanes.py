@@ -8,9 +8,10 @@ the analyser (``app.sql``) reads it once per text, then
   SET TRANSACTION, session characteristics, LOCK/UNLOCK TABLES, XA, PREPARE TRANSACTION,
   ``SET autocommit``); on MySQL/MariaDB also no DDL and nothing unknown, which could
   commit the transaction implicitly. 422 naming ``statementIndex``. Savepoints stay;
-- on a ``readOnly`` connection: nothing that could change the session or the transaction
-  (SESSION, TRANSACTION, UNKNOWN kinds) and no DDL: 403 READ_ONLY. Writes go to the
-  database, whose read-only transaction refuses them (403 READ_ONLY as well);
+- on a ``readOnly`` connection: reads and savepoints only; writes, DDL and anything that
+  could change the session or the transaction (SESSION, TRANSACTION, UNKNOWN kinds) are
+  403 READ_ONLY. What the analyser cannot see (a function that writes) meets the
+  database's read-only transaction, which refuses it (403 READ_ONLY as well);
 - values: an object binds the real ``:name`` placeholders (``bind_named``), an array keeps
   the driver's positional style (on MySQL every ``%s`` must stand outside literals).
 """
@@ -28,7 +29,7 @@ from app.sql import Analysis, StatementKind, analyse, bind_named, check_position
 __all__ = ["Planned", "plan"]
 
 K = StatementKind
-_READ_ONLY_REFUSED = frozenset({K.SESSION, K.TRANSACTION, K.UNKNOWN, K.DDL})
+_READ_ONLY_ALLOWED = frozenset({K.READ, K.SAVEPOINT})
 _IMPLICIT_COMMIT = frozenset({K.DDL, K.UNKNOWN})
 
 
@@ -79,9 +80,9 @@ def _check(analysis: Analysis, config: ConnectionConfig, index: int | None) -> N
             "statement such as CALL), which would break /transaction's all-or-nothing: "
             "send it alone through /query", details={"field": "statements",
                                                      "kind": kind.value})
-    if config.read_only and kind in _READ_ONLY_REFUSED:
+    if config.read_only and kind not in _READ_ONLY_ALLOWED:
         raise ReadOnlyViolation(
-            f"The connection is read-only: a {kind.value} statement could change the "
+            f"The connection is read-only: a {kind.value} statement could change data, the "
             "schema, the session or the transaction, so it is refused. Send reads only",
             details={"kind": kind.value})
 

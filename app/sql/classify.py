@@ -66,8 +66,10 @@ def classify(tokens: Sequence[Token], family: str) -> Verdict:
         return _explain(tokens, at, words, family)
     if first == "do" and mysql:
         return _read(tokens, mysql)
-    if first == "load":
-        return Verdict(K.WRITE if mysql else K.UNKNOWN)
+    if first == "load":  # MySQL LOAD DATA / LOAD XML write; LOAD INDEX is administration
+        if not mysql:
+            return Verdict(K.UNKNOWN)
+        return Verdict(K.DDL if _second(words) == "index" else K.WRITE)
     return _utility(tokens, words, mysql)
 
 
@@ -119,6 +121,8 @@ def _utility(tokens: Sequence[Token], words: list[str], mysql: bool) -> Verdict:
         rest = [w for w in words[1:] if w != "prepare"]
         wipes = not mysql and rest[:1] in (["all"], ["plans"])
         return Verdict(K.SESSION, wipes_prepared=wipes)
+    if first == "reset" and mysql:  # RESET MASTER / QUERY CACHE ...: commits implicitly
+        return Verdict(K.DDL)
     if first in ("reset", "listen", "unlisten", "notify", "declare", "fetch", "move",
                  "close", "use", "handler"):
         return Verdict(K.SESSION)

@@ -492,7 +492,8 @@ MYSQL: list[Row] = [
     ("DEALLOCATE PREPARE s", (), 1, S),
     ("HANDLER t OPEN", (), 1, S),
     ("SET ROLE r", (), 1, S),
-    ("RESET QUERY CACHE", (), 1, S),
+    ("RESET QUERY CACHE", (), 1, D),
+    ("LOAD INDEX INTO CACHE t", (), 1, D),
     # -- transaction control (and what commits implicitly)
     ("BEGIN", (), 1, T),
     ("BEGIN WORK", (), 1, T),
