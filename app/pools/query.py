@@ -281,7 +281,7 @@ class _Runner:
             return await self._mysql(driver, planned)  # autocommit: it commits on its own
         if postgres:
             return await self._pg_read_only(driver, planned)
-        return (await self._mysql_transaction(driver, [planned], None))[0]
+        return await self._mysql_read_only(driver, planned)
 
     async def transaction(self, statements: Sequence[Planned],
                           isolation: IsolationLevel | None) -> list[StatementResult]:
@@ -338,7 +338,7 @@ class _Runner:
                 if attempt == 2:
                     raise
                 continue
-            except DatabaseError:
+            except Exception:
                 await _pg_rollback(pg)
                 raise
             self._sending()
@@ -399,19 +399,33 @@ class _Runner:
         if isolation:  # applies to the next transaction: the one begun below
             self._sending()
             await _mysql_exec(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
-        self._sending()
-        # The session runs in autocommit; a read-only one gets a read-only transaction.
-        await _mysql_exec(driver, "START TRANSACTION READ ONLY" if self.config.read_only
-                          else "START TRANSACTION")
-        lone = len(statements) == 1 and isolation is None
+        await self._mysql_begin(driver)
         try:
-            results = await self._each(statements, lambda s: self._mysql(driver, s, not lone))
+            results = await self._each(statements, lambda s: self._mysql(driver, s, True))
         except DatabaseError:
             await driver.rollback()
             raise
-        if not self.unread:  # rows left on the wire: the connection is discarded instead
-            await driver.commit()
+        await driver.commit()
         return results
+
+    async def _mysql_read_only(self, driver: Any, planned: Planned) -> StatementResult:
+        await self._mysql_begin(driver)
+        try:
+            result = await self._mysql(driver, planned)
+        except DatabaseError:
+            await driver.rollback()
+            raise
+        if not result.unread:  # rows left on the wire: the connection is discarded instead
+            await driver.commit()
+        return result
+
+    async def _mysql_begin(self, driver: Any) -> None:
+        """The session runs in autocommit; a read-only one gets a read-only transaction."""
+        self._sending()
+        if self.config.read_only:
+            await _mysql_exec(driver, "START TRANSACTION READ ONLY")
+        else:
+            await driver.begin()
 
     async def _mysql(self, driver: Any, planned: Planned,
                      in_transaction: bool = False) -> StatementResult:
