@@ -3,6 +3,7 @@ classified, cached per (dialect family, text) in a bounded LRU (see ``app.sql``)
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +14,8 @@ from app.sql.kinds import StatementKind
 from app.sql.lexer import LexError, Token, tokenize
 
 __all__ = ["CACHED_UP_TO", "CACHE_SIZE", "Analysis", "Placeholder", "analyse", "family_of"]
+
+log = logging.getLogger(__name__)
 
 CACHE_SIZE = 2048  # distinct SQL texts kept per process
 CACHED_UP_TO = 16_384  # longer texts are analysed every time: the cache stays small
@@ -78,11 +81,22 @@ def analyse(sql: str, db_type: DbType) -> Analysis:
 
 def _analyse(sql: str, family: str) -> Analysis:
     try:
-        tokens = tokenize(sql, family)
+        return _read(sql, family)
     except LexError as exc:
-        return Analysis(kind=StatementKind.UNKNOWN, statement_count=0, placeholders=(),
-                        read_only=False, touches_session=True, wipes_prepared=False,
-                        kinds=(), error=str(exc))
+        return _unreadable(str(exc))
+    except Exception:  # a bug here must not become a 500: the most restrictive answer
+        log.exception("the statement analyser failed on a %d-character text", len(sql))
+        return _unreadable("the analyser could not read it")
+
+
+def _unreadable(reason: str) -> Analysis:
+    return Analysis(kind=StatementKind.UNKNOWN, statement_count=0, placeholders=(),
+                    read_only=False, touches_session=True, wipes_prepared=False, kinds=(),
+                    error=reason)
+
+
+def _read(sql: str, family: str) -> Analysis:
+    tokens = tokenize(sql, family)
     verdicts = [classify(statement, family) for statement in _statements(tokens)]
     kind = max((v.kind for v in verdicts), key=lambda k: k.rank, default=StatementKind.UNKNOWN)
     positional = sum(1 for t in tokens if t.type == "positional")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.domain import DbType
 from app.errors import ValidationFailed
@@ -133,3 +135,26 @@ def test_long_texts_are_analysed_but_not_cached() -> None:
     before = _cached.cache_info().currsize
     assert analyse(sql, DbType.POSTGRESQL).names == ("a",)
     assert _cached.cache_info().currsize == before
+
+
+# ---- never a 500 -----------------------------------------------------------------------
+
+SQLISH = st.lists(st.sampled_from([
+    "SELECT", "set", "begin", "END", "create", "temp", "WITH", "(", ")", "[", "]", ";", ",",
+    ":", "::", ":=", ":a", "$1", "$$", "$t$", "'", "''", '"', "`", "\\", "E'", "U&'", "%",
+    "%s", "--", "-- ", "#", "/*", "*/", "/*!", "@", "@@x", "for", "update", "into", "x",
+    "1", ".", " ", "\n", "é", "case", "if", "not", "atomic", "rollback", "to",
+]), max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(sql=st.one_of(st.text(max_size=60), SQLISH))
+def test_the_analyser_never_raises(sql: str) -> None:
+    for db_type in (DbType.POSTGRESQL, DbType.MARIADB):
+        analysis = analyse(sql, db_type)
+        if analysis.error is not None:
+            assert analysis.kind is StatementKind.UNKNOWN and analysis.statement_count == 0
+        assert len(analysis.kinds) == analysis.statement_count
+        assert all(sql[p.start:p.end] == ":" + p.name for p in analysis.placeholders)
+        if analysis.kind is not StatementKind.READ:
+            assert not analysis.read_only
