@@ -21,7 +21,7 @@ __all__ = ["Verdict", "classify"]
 
 K = StatementKind
 _READ_WORDS = frozenset({"select", "values", "table"})
-_WRITE_WORDS = frozenset({"insert", "update", "delete", "merge", "replace", "upsert"})
+_WRITE_WORDS = frozenset({"insert", "update", "delete", "merge", "replace"})
 _DDL_WORDS = frozenset({
     "create", "alter", "drop", "truncate", "grant", "revoke", "comment", "rename",
     "reindex", "cluster", "vacuum", "refresh", "security", "import", "reassign",
@@ -56,7 +56,7 @@ def classify(tokens: Sequence[Token], family: str) -> Verdict:
         return Verdict(K.UNKNOWN)
     first = words[0]
     mysql = family == "mysql"
-    if first in _READ_WORDS or (first == "with" and not _pg_cte_writes(tokens)):
+    if first in _READ_WORDS or (first == "with" and not _cte_writes(tokens)):
         return _read(tokens, mysql)
     if first == "with" or first in _WRITE_WORDS:
         return Verdict(K.WRITE)
@@ -92,9 +92,7 @@ def _utility(tokens: Sequence[Token], words: list[str], mysql: bool) -> Verdict:
     if first in ("create", "drop") and (second in _TEMP_WORDS or (
             second in ("global", "local") and _second(words[1:]) in _TEMP_WORDS)):
         return Verdict(K.SESSION)
-    if first in _DDL_WORDS or (first == "analyze" and mysql):
-        return Verdict(K.DDL)
-    if first == "analyze":  # PostgreSQL ANALYZE [table]: statistics, like VACUUM
+    if first in _DDL_WORDS or first == "analyze":  # ANALYZE [TABLE] t: statistics
         return Verdict(K.DDL)
     if first in ("savepoint", "release"):
         return Verdict(K.SAVEPOINT)
@@ -200,7 +198,7 @@ def _closing(tokens: Sequence[Token], opening: int) -> int:
     return len(tokens) - 1
 
 
-def _pg_cte_writes(tokens: Sequence[Token]) -> bool:
+def _cte_writes(tokens: Sequence[Token]) -> bool:
     """A ``WITH`` whose body or main statement modifies data (INSERT ... in a CTE)."""
     depth = 0
     for index, token in enumerate(tokens):

@@ -10,7 +10,7 @@ comments produce no token. What comes out is just enough for ``classify`` and ``
 - ``param``: a real ``:name`` placeholder (never inside a literal, a quoted identifier or
   a comment, never the ``::`` of a cast or the colon of an array slice ``a[1:n]``);
 - ``positional``: ``$1`` (PostgreSQL), ``%s`` (MySQL); ``var``: MySQL ``@x``/``@@x``;
-- ``(`` ``)`` ``[`` ``]`` ``;`` ``,`` ``.``; ``op`` for every other operator.
+- ``(`` ``)`` ``[`` ``]`` ``;`` ``,`` ``.``; ``op`` for every other operator or character.
 
 MySQL's executable comments ``/*! ... */`` and ``/*M! ... */`` are code (their content is
 tokenized, the markers dropped); ``/*+ ... */`` hints and other comments are skipped.
@@ -60,7 +60,8 @@ _PG = re.compile(
     + r"""\w*)
   | (?P<punct>[()\[\];,.:])
   | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-  | (?P<open>[Ee]'|[Uu]&['"]|['"]))
+  | (?P<open>[Ee]'|[Uu]&['"]|['"])
+  | (?P<other>.))
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -84,8 +85,9 @@ _MY = re.compile(
   | (?P<positional>%s)
   | (?P<percent>%%)
   | (?P<punct>[()\[\];,.:])
-  | (?P<op>(?:[+*<>=~!&|^%/]|-(?!-\s))+)
-  | (?P<open>['"`]))
+  | (?P<op>(?:[+*<>=~!&|^%/]|-(?!-(?:[\s\x00-\x1f]|\Z)))+)
+  | (?P<open>['"`])
+  | (?P<other>.))
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -105,10 +107,7 @@ def _tokenize_pg(sql: str) -> list[Token]:
     at, size, brackets = 0, len(sql), 0
     while at < size:
         found = match(sql, at)
-        if found is None:  # a character no alternative knows (e.g. a stray backslash)
-            tokens.append(Token("op", sql[at], at))
-            at += 1
-            continue
+        assert found is not None  # ``other`` takes any character
         kind, end = found.lastgroup, found.end()
         at = found.start(kind or 0)
         if kind == "ws" or kind == "comment":
@@ -138,7 +137,7 @@ def _tokenize_pg(sql: str) -> list[Token]:
                 tokens.append(Token("word", text[1:], at + 1))
                 at = end
                 continue
-            tokens.append(Token(kind or "op", text, at))
+            tokens.append(Token("op" if kind == "other" else kind or "op", text, at))
         at = end
     return tokens
 
@@ -169,10 +168,7 @@ def _tokenize_my(sql: str) -> list[Token]:
     at, size, executable = 0, len(sql), 0
     while at < size:
         found = match(sql, at)
-        if found is None:
-            tokens.append(Token("op", sql[at], at))
-            at += 1
-            continue
+        assert found is not None  # ``other`` takes any character
         kind, end = found.lastgroup, found.end()
         at = found.start(kind or 0)
         if kind == "ws" or kind == "comment":
@@ -201,7 +197,7 @@ def _tokenize_my(sql: str) -> list[Token]:
                 text = sql[at:end]
                 if not text:
                     continue
-            tokens.append(Token(kind or "op", text, at))
+            tokens.append(Token("op" if kind == "other" else kind or "op", text, at))
         at = end
     if executable:
         raise LexError("unterminated /*! comment")

@@ -11,7 +11,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.support import dbs
-from tests.support.query import BASE, ENGINES, Api, admin_exec, api, query_registry, unique
+from tests.support.query import (
+    BASE,
+    ENGINES,
+    Api,
+    admin_exec,
+    api,
+    query_registry,
+    running_api,
+    unique,
+)
 
 __all__ = ["api", "query_registry"]  # fixtures
 
@@ -241,22 +250,25 @@ async def test_statement_cache_survives_a_callers_deallocate(api: Api, wipe: str
     assert api.snapshot(cid).stats.acquisitions >= 10
 
 
-@pytest.mark.parametrize("db_type", MYSQLS)
-async def test_mysql_protocol_refuses_stacked_statements(api: Api, db_type: str) -> None:
+@pytest.mark.parametrize(("db_type", "driver"), [("mysql", "aiomysql"),
+                                                  ("mariadb", "aiomysql"),
+                                                  ("mariadb", "asyncmy")])
+async def test_mysql_protocol_refuses_stacked_statements(
+        query_registry: str, db_type: str, driver: str) -> None:
     """Bypassing the analyser (a raw driver call on a pooled connection), the server itself
     refuses a second statement, before and after the reset on return."""
-    cid = await api.register(db_type, maxConnections=1)
-    async with Table(db_type) as t:
+    async with running_api(query_registry, mysql_driver=driver) as api, Table(db_type) as t:
+        cid = await api.register(db_type, maxConnections=1)
         pool = await api.app.state.parts.pools.get(cid)
 
         async def stacked(conn: AsyncConnection) -> tuple[int, int]:
             raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            cursor = await _cursor(driver)
+            connection = raw.driver_connection
+            cursor = await _cursor(connection)
             try:
                 await cursor.execute(f"SELECT 1; DELETE FROM {t}")
             except Exception as exc:
-                return int(exc.args[0]), id(driver)
+                return int(exc.args[0]), id(connection)
             finally:
                 await cursor.close()
             raise AssertionError("the server ran a stacked statement")
