@@ -14,6 +14,14 @@ the analyser (``app.sql``) reads it once per text, then
   database's read-only transaction, which refuses it (403 READ_ONLY as well);
 - values: an object binds the real ``:name`` placeholders (``bind_named``), an array keeps
   the driver's positional style (on MySQL every ``%s`` must stand outside literals).
+
+- inside ``/transaction``: no statement that changes how later text reads (``sql_mode``,
+  ``standard_conforming_strings``), 422.
+
+MySQL/MariaDB literals depend on the session's ``sql_mode``: with ``NO_BACKSLASH_ESCAPES``
+a backslash ends nothing. The query path plans with the mode the session reports (the
+``server_status`` of its last answer) and, should it differ when a statement is about to
+be sent (a routine changed it), plans that statement again (``for_session``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from app.domain import ConnectionConfig, DbType
 from app.errors import ReadOnlyViolation, ValidationFailed
 from app.sql import Analysis, StatementKind, analyse, bind_named, check_positional
 
-__all__ = ["Planned", "plan"]
+__all__ = ["Planned", "for_session", "plan"]
 
 K = StatementKind
 _READ_ONLY_ALLOWED = frozenset({K.READ, K.SAVEPOINT})
@@ -35,26 +43,40 @@ _IMPLICIT_COMMIT = frozenset({K.DDL, K.UNKNOWN})
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One statement as the driver gets it, and what the analyser knows about it."""
+    """One statement as the driver gets it, what the analyser knows about it, and what it
+    was made from (to plan it again for another ``sql_mode``)."""
 
     sql: str
     args: Any
     analysis: Analysis
+    source: str
+    params: Any
+    index: int | None
+    backslash_escapes: bool
 
 
 def plan(sql: str, params: Mapping[str, Any] | Any, config: ConnectionConfig, *,
-         index: int | None = None) -> Planned:
+         index: int | None = None, backslash_escapes: bool = True) -> Planned:
     """Check ``sql`` against its lane and bind ``params``; ``index`` is the statement's
     position inside ``/transaction`` (None for a lone statement). Raises
     ``ValidationFailed`` or ``ReadOnlyViolation``; nothing has been sent."""
-    analysis = analyse(sql, config.db_type)
+    analysis = analyse(sql, config.db_type, backslash_escapes=backslash_escapes)
     try:
         _check(analysis, config, index)
-        return Planned(*_bind(sql, analysis, params, config.db_type), analysis)
+        driver_sql, args = _bind(sql, analysis, params, config.db_type)
     except (ValidationFailed, ReadOnlyViolation) as exc:
         if index is not None:
             exc.details["statementIndex"] = index
         raise
+    return Planned(driver_sql, args, analysis, sql, params, index, backslash_escapes)
+
+
+def for_session(planned: Planned, config: ConnectionConfig, backslash_escapes: bool) -> Planned:
+    """``planned`` for a session whose backslash mode is ``backslash_escapes``."""
+    if planned.backslash_escapes == backslash_escapes:
+        return planned
+    return plan(planned.source, planned.params, config, index=planned.index,
+                backslash_escapes=backslash_escapes)
 
 
 def _check(analysis: Analysis, config: ConnectionConfig, index: int | None) -> None:
@@ -74,6 +96,12 @@ def _check(analysis: Analysis, config: ConnectionConfig, index: int | None) -> N
             "TRANSACTION, LOCK TABLES, XA, ...) is not allowed among its statements; use "
             "SAVEPOINT / ROLLBACK TO SAVEPOINT for partial undo",
             details={"field": "statements", "kind": kind.value})
+    if index is not None and analysis.changes_syntax:
+        raise ValidationFailed(
+            "A statement that changes how SQL text is read (sql_mode, "
+            "standard_conforming_strings) is not allowed inside /transaction: the statements "
+            "after it were read the old way. Change it in the database's or the login's "
+            "defaults instead", details={"field": "statements"})
     if index is not None and config.db_type.is_mysql_family and kind in _IMPLICIT_COMMIT:
         raise ValidationFailed(
             f"MySQL and MariaDB commit before and after DDL (and may inside a {kind.value} "

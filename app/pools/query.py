@@ -54,7 +54,7 @@ from app.domain import ConnectionConfig, DbType
 from app.errors import DatabaseError, DbPoolError, QueryTimeout, ValidationFailed
 from app.pools.cancel import backend_id, cancel_on_server
 from app.pools.encoding import RowFormat, coerce_pg_params, encode_rows
-from app.pools.lanes import Planned, plan
+from app.pools.lanes import Planned, for_session, plan
 from app.pools.session_reset import driver_closed
 from app.pools.stale import SentNothing, refused_before_send
 from app.pools.translate import translate_error
@@ -82,6 +82,7 @@ T = TypeVar("T")
 _CLEAN_CODES = frozenset({"QUERY_ERROR", "READ_ONLY"})
 _TIMEOUT_MARGIN = 0.25  # the server's own limit fires first when it is the tighter one
 _MYSQL_JSON = 245
+_NO_BACKSLASH_ESCAPES = 0x200  # MySQL server_status flag: the session's sql_mode has it
 _PG_JSON = frozenset({"json", "jsonb"})
 _PG_COUNT = re.compile(r"(\d+)$")
 # The SELECT takes the snapshot: from then on the transaction cannot be made writable.
@@ -142,10 +143,9 @@ async def run_query(
     discard: Discard | None = None,
 ) -> QueryResult:
     """Run one statement (committed on success); at most ``max_rows`` rows come back."""
-    planned = plan(sql, params, config)
     runner = _Runner(conn, config, max_rows, row_format)
     started = time.perf_counter()
-    result = await _guarded(runner, runner.query(planned),
+    result = await _guarded(runner, runner.query(Statement(sql=sql, params=params)),
                             effective_timeout(config, timeout_seconds), discard)
     return QueryResult(columns=result.columns, rows=result.rows, row_count=result.row_count,
                        truncated=result.truncated, duration_ms=_since(started))
@@ -168,10 +168,9 @@ async def run_transaction(
     if isolation_level == "READ UNCOMMITTED" and config.db_type is DbType.POSTGRESQL:
         raise ValidationFailed("READ UNCOMMITTED is available on MySQL and MariaDB only",
                                details={"field": "isolationLevel"})
-    planned = [plan(s.sql, s.params, config, index=i) for i, s in enumerate(statements)]
     runner = _Runner(conn, config, max_rows, row_format)
     started = time.perf_counter()
-    results = await _guarded(runner, runner.transaction(planned, isolation_level),
+    results = await _guarded(runner, runner.transaction(statements, isolation_level),
                              effective_timeout(config, timeout_seconds), discard)
     return TransactionResult(results=results, duration_ms=_since(started))
 
@@ -272,8 +271,19 @@ class _Runner:
         await cancel_on_server(self.config, self.backend)
         await (discard or _invalidate)(self.conn)
 
-    async def query(self, planned: Planned) -> StatementResult:
+    def _plan(self, statement: Statement, driver: Any, index: int | None) -> Planned:
+        """Checked and bound before anything is sent, for the session's current mode."""
+        return plan(statement.sql, statement.params, self.config, index=index,
+                    backslash_escapes=self._backslash_escapes(driver))
+
+    def _backslash_escapes(self, driver: Any) -> bool:
+        if self.config.db_type is DbType.POSTGRESQL:
+            return True
+        return not getattr(driver, "server_status", 0) & _NO_BACKSLASH_ESCAPES
+
+    async def query(self, statement: Statement) -> StatementResult:
         driver = await self._driver()
+        planned = self._plan(statement, driver, None)
         postgres = self.config.db_type is DbType.POSTGRESQL
         if not self.config.read_only:
             if postgres:
@@ -283,12 +293,13 @@ class _Runner:
             return await self._pg_read_only(driver, planned)
         return await self._mysql_read_only(driver, planned)
 
-    async def transaction(self, statements: Sequence[Planned],
+    async def transaction(self, statements: Sequence[Statement],
                           isolation: IsolationLevel | None) -> list[StatementResult]:
         driver = await self._driver()
+        planned = [self._plan(s, driver, index) for index, s in enumerate(statements)]
         if self.config.db_type is DbType.POSTGRESQL:
-            return await self._pg_transaction(driver, statements, isolation)
-        return await self._mysql_transaction(driver, statements, isolation)
+            return await self._pg_transaction(driver, planned, isolation)
+        return await self._mysql_transaction(driver, planned, isolation)
 
     async def _each(self, statements: Sequence[Planned],
                     run: Callable[[Planned], Awaitable[StatementResult]]
@@ -298,8 +309,9 @@ class _Runner:
             try:
                 result = await run(statement)
             except Exception as exc:
-                if isinstance(exc, TimeoutError):
-                    raise
+                if isinstance(exc, TimeoutError) or (
+                        isinstance(exc, DbPoolError) and not isinstance(exc, DatabaseError)):
+                    raise  # ours, e.g. a statement refused by its lane: it names its index
                 error = exc if isinstance(exc, DatabaseError) else self.translate(exc)
                 error.details["statementIndex"] = index
                 raise error from exc
@@ -402,7 +414,7 @@ class _Runner:
         await self._mysql_begin(driver)
         try:
             results = await self._each(statements, lambda s: self._mysql(driver, s, True))
-        except DatabaseError:
+        except DbPoolError:
             await driver.rollback()
             raise
         await driver.commit()
@@ -429,6 +441,8 @@ class _Runner:
 
     async def _mysql(self, driver: Any, planned: Planned,
                      in_transaction: bool = False) -> StatementResult:
+        # A statement before this one may have changed sql_mode (NO_BACKSLASH_ESCAPES).
+        planned = for_session(planned, self.config, self._backslash_escapes(driver))
         cursor = await _ss_cursor(driver)
         self._sending()
         try:

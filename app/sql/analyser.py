@@ -48,6 +48,9 @@ class Analysis:
     touches_session: bool
     # DEALLOCATE ALL / DISCARD ALL / DISCARD PLANS: server-side prepared statements are gone.
     wipes_prepared: bool
+    # Sets what decides how later text reads (MySQL sql_mode, PostgreSQL
+    # standard_conforming_strings / backslash_quote).
+    changes_syntax: bool = False
     # Each statement's own kind, in order.
     kinds: tuple[StatementKind, ...] = ()
     # The driver's positional markers outside literals: ``$n`` / ``%s``.
@@ -64,16 +67,21 @@ class Analysis:
         return tuple(dict.fromkeys(p.name for p in self.placeholders))
 
 
-def family_of(db_type: DbType) -> str:
-    """The dialect family: ``"mysql"`` for MySQL and MariaDB, else ``"postgresql"``."""
-    return "mysql" if db_type.is_mysql_family else "postgresql"
+def family_of(db_type: DbType, *, backslash_escapes: bool = True) -> str:
+    """The dialect family: ``"postgresql"``, or for MySQL and MariaDB ``"mysql"`` (``"mysql-nbe"``
+    when the session's ``sql_mode`` has ``NO_BACKSLASH_ESCAPES``)."""
+    if not db_type.is_mysql_family:
+        return "postgresql"
+    return "mysql" if backslash_escapes else "mysql-nbe"
 
 
-def analyse(sql: str, db_type: DbType) -> Analysis:
+def analyse(sql: str, db_type: DbType, *, backslash_escapes: bool = True) -> Analysis:
     """The analysis of ``sql`` in ``db_type``'s dialect (cached per dialect and text).
+    ``backslash_escapes``: MySQL/MariaDB only, False when the session runs with
+    ``NO_BACKSLASH_ESCAPES`` (a backslash in a literal is then a plain character).
 
     Never raises: text it cannot tokenize is ``UNKNOWN`` with ``error`` set."""
-    family = family_of(db_type)
+    family = family_of(db_type, backslash_escapes=backslash_escapes)
     if len(sql) > CACHED_UP_TO:
         return _analyse(sql, family)
     return _cached(sql, family)
@@ -97,7 +105,8 @@ def _unreadable(reason: str) -> Analysis:
 
 def _read(sql: str, family: str) -> Analysis:
     tokens = tokenize(sql, family)
-    verdicts = [classify(statement, family) for statement in _statements(tokens)]
+    dialect = "postgresql" if family == "postgresql" else "mysql"
+    verdicts = [classify(statement, dialect) for statement in _statements(tokens)]
     kind = max((v.kind for v in verdicts), key=lambda k: k.rank, default=StatementKind.UNKNOWN)
     positional = sum(1 for t in tokens if t.type == "positional")
     return Analysis(
@@ -110,9 +119,10 @@ def _read(sql: str, family: str) -> Analysis:
         read_only=bool(verdicts) and all(v.read_only for v in verdicts),
         touches_session=not verdicts or any(v.touches_session for v in verdicts),
         wipes_prepared=any(v.wipes_prepared for v in verdicts),
+        changes_syntax=any(v.changes_syntax for v in verdicts),
         kinds=tuple(v.kind for v in verdicts),
         positional=positional,
-        percent_safe=family != "mysql" or _percent_safe(sql, positional),
+        percent_safe=dialect != "mysql" or _percent_safe(sql, positional),
     )
 
 

@@ -36,6 +36,8 @@ _PG_TX_SETTINGS = frozenset({
 })
 _MY_TX_SETTINGS = ("autocommit", "tx_", "transaction_", "completion_type")
 _ROLLBACK_NOISE = frozenset({"work", "transaction"})
+# Settings that change how later literals and identifiers read.
+_SYNTAX_SETTINGS = frozenset({"sql_mode", "standard_conforming_strings", "backslash_quote"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Verdict:
     read_only: bool = False
     touches_session: bool = True
     wipes_prepared: bool = False
+    changes_syntax: bool = False
 
 
 def classify(tokens: Sequence[Token], family: str) -> Verdict:
@@ -130,7 +133,10 @@ def _utility(tokens: Sequence[Token], words: list[str], mysql: bool) -> Verdict:
 def _set(tokens: Sequence[Token], mysql: bool) -> Verdict:
     """``SET``: the most restrictive of its assignments (MySQL may list several)."""
     verdicts = [_assignment(target, mysql) for target in _set_targets(tokens)]
-    return max(verdicts, key=lambda v: v.kind.rank, default=Verdict(K.SESSION))
+    strictest = max(verdicts, key=lambda v: v.kind.rank, default=Verdict(K.SESSION))
+    if any(v.changes_syntax for v in verdicts):
+        return Verdict(strictest.kind, changes_syntax=True)
+    return strictest
 
 
 def _set_targets(tokens: Sequence[Token]) -> list[list[str]]:
@@ -168,7 +174,7 @@ def _assignment(words: list[str], mysql: bool) -> Verdict:
         return Verdict(K.TRANSACTION)
     if mysql and target == "statement":
         return Verdict(K.UNKNOWN)  # MariaDB ``SET STATEMENT ... FOR <any statement>``
-    return Verdict(K.SESSION)
+    return Verdict(K.SESSION, changes_syntax=target in _SYNTAX_SETTINGS)
 
 
 def _explain(tokens: Sequence[Token], at: int, words: list[str], family: str) -> Verdict:

@@ -65,40 +65,58 @@ _PG = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-_MY = re.compile(
-    r"""
-    \s*(?:(?P<ws>\Z)
-  | (?P<comment>(?:\#|--(?=[\s\x00-\x1f]|\Z))[^\n]*)
-  | (?P<exec>/\*M?!\d{0,6})
-  | (?P<block>/\*)
-  | (?P<execend>\*/)
-  | (?P<string>[Nn]?'(?:[^'\\]+|\\.|'')*+'
-      | "(?:[^"\\]+|\\.|"")*+")
-  | (?P<qident>`(?:[^`]+|``)*+`)
-  | (?P<var>@@?(?:[\w$.]+|'(?:[^'\\]+|\\.|'')*+'|"(?:[^"\\]+|\\.|"")*+"|`(?:[^`]+|``)*+`)?)
-  | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[Ee][+-]?\d+)?(?![\w$]))
-  | (?P<word>[\w$]+)
-  | (?P<assign>:=)
-  | (?P<param>:"""
-    + _IDENT_START
-    + r"""\w*)
-  | (?P<positional>%s)
-  | (?P<percent>%%)
-  | (?P<punct>[()\[\];,.:])
-  | (?P<op>(?:[+*<>=~!&|^%/]|-(?!-(?:[\s\x00-\x1f]|\Z)))+)
-  | (?P<open>['"`])
-  | (?P<other>.))
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+def _mysql_pattern(backslash_escapes: bool) -> re.Pattern[str]:
+    """MySQL/MariaDB's tokens; ``backslash_escapes`` False for ``NO_BACKSLASH_ESCAPES``."""
+    escape = r"|\\." if backslash_escapes else ""
+    exclude = "\\\\" if backslash_escapes else ""
+    single = f"'(?:[^'{exclude}]+{escape}|'')*+'"
+    double = f'"(?:[^"{exclude}]+{escape}|"")*+"'
+    return re.compile(
+        r"""
+        \s*(?:(?P<ws>\Z)
+      | (?P<comment>(?:\#|--(?=[\s\x00-\x1f]|\Z))[^\n]*)
+      | (?P<exec>/\*M?!\d{0,6})
+      | (?P<block>/\*)
+      | (?P<execend>\*/)
+      | (?P<string>[Nn]?"""
+        + single
+        + "|"
+        + double
+        + r""")
+      | (?P<qident>`(?:[^`]+|``)*+`)
+      | (?P<var>@@?(?:[\w$.]+|"""
+        + single
+        + "|"
+        + double
+        + r"""|`(?:[^`]+|``)*+`)?)
+      | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[Ee][+-]?\d+)?(?![\w$]))
+      | (?P<word>[\w$]+)
+      | (?P<assign>:=)
+      | (?P<param>:"""
+        + _IDENT_START
+        + r"""\w*)
+      | (?P<positional>%s)
+      | (?P<percent>%%)
+      | (?P<punct>[()\[\];,.:])
+      | (?P<op>(?:[+*<>=~!&|^%/]|-(?!-(?:[\s\x00-\x1f]|\Z)))+)
+      | (?P<open>['"`])
+      | (?P<other>.))
+        """,
+        re.VERBOSE | re.DOTALL,
+    )
+
+
+_MY = _mysql_pattern(backslash_escapes=True)
+_MY_NBE = _mysql_pattern(backslash_escapes=False)
 _MY_OP_STOP = re.compile(r"\*/")
 
 
 def tokenize(sql: str, family: str) -> list[Token]:
-    """The tokens of ``sql`` in ``family`` (``"postgresql"`` or ``"mysql"``)."""
+    """The tokens of ``sql`` in ``family``: ``"postgresql"``, ``"mysql"``, or
+    ``"mysql-nbe"`` (a session whose ``sql_mode`` has ``NO_BACKSLASH_ESCAPES``)."""
     if family == "postgresql":
         return _tokenize_pg(sql)
-    return _tokenize_my(sql)
+    return _tokenize_my(sql, _MY if family == "mysql" else _MY_NBE)
 
 
 def _tokenize_pg(sql: str) -> list[Token]:
@@ -162,9 +180,9 @@ def _pg_block_end(sql: str, at: int) -> int:
             return pos
 
 
-def _tokenize_my(sql: str) -> list[Token]:
+def _tokenize_my(sql: str, pattern: re.Pattern[str]) -> list[Token]:
     tokens: list[Token] = []
-    match = _MY.match
+    match = pattern.match
     at, size, executable = 0, len(sql), 0
     while at < size:
         found = match(sql, at)

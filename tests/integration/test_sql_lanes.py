@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.pools.query import run_query
 from tests.support import dbs
 from tests.support.query import (
     BASE,
@@ -328,3 +329,42 @@ async def _drop_login(db_type: str, user: str) -> None:
         return
     for host in ("%", "localhost"):
         await admin_exec(db_type, f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+@pytest.mark.parametrize("db_type", MYSQLS)
+async def test_mysql_no_backslash_escapes_session_is_read_its_way(
+        api: Api, db_type: str) -> None:
+    """A session whose sql_mode has NO_BACKSLASH_ESCAPES (the server's default on some
+    installations) is read the server's way: a backslash ends nothing in a literal."""
+    cid = await api.register(db_type, maxConnections=1)
+    pool = await api.app.state.parts.pools.get(cid)
+    value = "x\\'; DELETE FROM t; -- \\"
+
+    async def in_nbe_session(conn: AsyncConnection) -> list[Any]:
+        raw = await conn.get_raw_connection()
+        cursor = await _cursor(raw.driver_connection)
+        await cursor.execute("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        await cursor.close()
+        result = await run_query(conn, pool.config, "SELECT 'C:\\' AS p, :v AS v",
+                                 {"v": value}, max_rows=1)
+        return result.rows
+
+    assert await pool.run(in_nbe_session) == [{"p": "C:\\", "v": value}]
+    # The reset on return restored the mode: read with backslash escapes, the same text
+    # never closes its first literal.
+    plain = await api.query(cid, "SELECT 'C:\\' AS p, :v AS v", params={"v": value})
+    assert code_of(plain) == (422, "VALIDATION_ERROR")
+    # Inside /transaction the mode cannot change under the statements that follow.
+    for sql in ("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+                "SET @x = 1, SESSION sql_mode = 'ANSI_QUOTES'"):
+        response = await api.transaction(cid, [{"sql": sql}, {"sql": "SELECT 1"}])
+        assert code_of(response) == (422, "VALIDATION_ERROR"), response.text
+        assert response.json()["error"]["details"]["statementIndex"] == 0
+
+
+async def test_postgres_standard_conforming_strings_cannot_change_in_transaction(
+        api: Api) -> None:
+    cid = await api.register("postgresql")
+    response = await api.transaction(cid, [{"sql": "SET standard_conforming_strings = off"},
+                                           {"sql": "SELECT 'a\\' AS a"}])
+    assert code_of(response) == (422, "VALIDATION_ERROR"), response.text

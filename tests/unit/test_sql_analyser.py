@@ -158,3 +158,22 @@ def test_the_analyser_never_raises(sql: str) -> None:
         assert all(sql[p.start:p.end] == ":" + p.name for p in analysis.placeholders)
         if analysis.kind is not StatementKind.READ:
             assert not analysis.read_only
+
+
+def test_settings_that_change_how_text_reads() -> None:
+    my, pg = DbType.MARIADB, DbType.POSTGRESQL
+    for sql, db_type in (("SET sql_mode = 'ANSI_QUOTES'", my), ("SET @@SESSION.sql_mode = ''", my),
+                         ("SET @a = 1, sql_mode = ''", my),
+                         ("SET standard_conforming_strings = off", pg),
+                         ("SET LOCAL backslash_quote = on", pg)):
+        assert analyse(sql, db_type).changes_syntax, sql
+    for sql, db_type in (("SET search_path = a", pg), ("SET @sql_mode = 1", my),
+                         ("SELECT 'SET sql_mode = 1'", my)):
+        assert not analyse(sql, db_type).changes_syntax, sql
+
+
+def test_mysql_no_backslash_escapes_reads_backslash_as_a_character() -> None:
+    sql = "SELECT 'C:\\', :v"
+    assert analyse(sql, DbType.MARIADB).error
+    nbe = analyse(sql, DbType.MARIADB, backslash_escapes=False)
+    assert nbe.error is None and nbe.names == ("v",)
