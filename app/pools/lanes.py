@@ -18,10 +18,12 @@ the analyser (``app.sql``) reads it once per text, then
 - inside ``/transaction``: no statement that changes how later text reads (``sql_mode``,
   ``standard_conforming_strings``), 422.
 
-MySQL/MariaDB literals depend on the session's ``sql_mode``: with ``NO_BACKSLASH_ESCAPES``
-a backslash ends nothing. The query path plans with the mode the session reports (the
-``server_status`` of its last answer) and, should it differ when a statement is about to
-be sent (a routine changed it), plans that statement again (``for_session``).
+Literals depend on the session: with MySQL's ``NO_BACKSLASH_ESCAPES`` a backslash escapes
+nothing, with PostgreSQL's ``standard_conforming_strings = off`` it escapes in ``'...'``
+too. The query path plans with the mode the session reports (MySQL: the ``server_status``
+of its last answer; PostgreSQL: the parameter the server reports) and, should it differ
+when a statement is about to be sent (a function changed it), plans that statement again
+(``for_session``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from typing import Any
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import ReadOnlyViolation, ValidationFailed
-from app.sql import Analysis, StatementKind, analyse, bind_named, check_positional
+from app.sql import (
+    Analysis,
+    StatementKind,
+    analyse,
+    bind_named,
+    check_positional,
+    default_escapes,
+)
 
 __all__ = ["Planned", "for_session", "plan"]
 
@@ -56,10 +65,13 @@ class Planned:
 
 
 def plan(sql: str, params: Mapping[str, Any] | Any, config: ConnectionConfig, *,
-         index: int | None = None, backslash_escapes: bool = True) -> Planned:
+         index: int | None = None, backslash_escapes: bool | None = None) -> Planned:
     """Check ``sql`` against its lane and bind ``params``; ``index`` is the statement's
-    position inside ``/transaction`` (None for a lone statement). Raises
+    position inside ``/transaction`` (None for a lone statement); ``backslash_escapes``
+    as the session reads literals (None: the dialect's default). Raises
     ``ValidationFailed`` or ``ReadOnlyViolation``; nothing has been sent."""
+    if backslash_escapes is None:
+        backslash_escapes = default_escapes(config.db_type)
     analysis = analyse(sql, config.db_type, backslash_escapes=backslash_escapes)
     try:
         _check(analysis, config, index)

@@ -277,8 +277,9 @@ class _Runner:
                     backslash_escapes=self._backslash_escapes(driver))
 
     def _backslash_escapes(self, driver: Any) -> bool:
+        """Whether the session reads a backslash in ``'...'`` as an escape."""
         if self.config.db_type is DbType.POSTGRESQL:
-            return True
+            return bool(driver.get_settings().standard_conforming_strings == "off")
         return not getattr(driver, "server_status", 0) & _NO_BACKSLASH_ESCAPES
 
     async def query(self, statement: Statement) -> StatementResult:
@@ -360,6 +361,8 @@ class _Runner:
 
     async def _pg(self, pg: Any, planned: Planned, in_transaction: bool,
                   cache: bool | None = None) -> StatementResult:
+        # A statement before this one may have turned standard_conforming_strings off.
+        planned = for_session(planned, self.config, self._backslash_escapes(pg))
         sql, args, wipes = planned.sql, planned.args, planned.analysis.wipes_prepared
         # In a transaction a stale cached plan would abort the whole transaction: prepare
         # afresh (unnamed). Alone, asyncpg's cache is safe: a stale plan is re-prepared.

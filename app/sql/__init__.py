@@ -13,7 +13,7 @@ even tokenize (an unterminated literal) is ``UNKNOWN`` with ``Analysis.error`` s
 
 from __future__ import annotations
 
-from app.sql.analyser import Analysis, Placeholder, analyse, family_of
+from app.sql.analyser import Analysis, Placeholder, analyse, default_escapes, family_of
 from app.sql.bind import bind_named, check_positional
 from app.sql.kinds import StatementKind
 
@@ -24,5 +24,6 @@ __all__ = [
     "analyse",
     "bind_named",
     "check_positional",
+    "default_escapes",
     "family_of",
 ]

@@ -13,7 +13,15 @@ from app.sql.classify import classify
 from app.sql.kinds import StatementKind
 from app.sql.lexer import LexError, Token, tokenize
 
-__all__ = ["CACHED_UP_TO", "CACHE_SIZE", "Analysis", "Placeholder", "analyse", "family_of"]
+__all__ = [
+    "CACHED_UP_TO",
+    "CACHE_SIZE",
+    "Analysis",
+    "Placeholder",
+    "analyse",
+    "default_escapes",
+    "family_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +75,27 @@ class Analysis:
         return tuple(dict.fromkeys(p.name for p in self.placeholders))
 
 
-def family_of(db_type: DbType, *, backslash_escapes: bool = True) -> str:
-    """The dialect family: ``"postgresql"``, or for MySQL and MariaDB ``"mysql"`` (``"mysql-nbe"``
-    when the session's ``sql_mode`` has ``NO_BACKSLASH_ESCAPES``)."""
-    if not db_type.is_mysql_family:
-        return "postgresql"
-    return "mysql" if backslash_escapes else "mysql-nbe"
+def default_escapes(db_type: DbType) -> bool:
+    """Whether a backslash escapes inside plain ``'...'`` literals by default: yes on
+    MySQL/MariaDB, no on PostgreSQL (``standard_conforming_strings`` on)."""
+    return db_type.is_mysql_family
 
 
-def analyse(sql: str, db_type: DbType, *, backslash_escapes: bool = True) -> Analysis:
+def family_of(db_type: DbType, *, backslash_escapes: bool | None = None) -> str:
+    """The dialect family and its literal rules: ``"postgresql"`` (``"postgresql-nsc"``
+    when backslashes escape), ``"mysql"`` (``"mysql-nbe"`` when they do not)."""
+    if backslash_escapes is None:
+        backslash_escapes = default_escapes(db_type)
+    if db_type.is_mysql_family:
+        return "mysql" if backslash_escapes else "mysql-nbe"
+    return "postgresql-nsc" if backslash_escapes else "postgresql"
+
+
+def analyse(sql: str, db_type: DbType, *, backslash_escapes: bool | None = None) -> Analysis:
     """The analysis of ``sql`` in ``db_type``'s dialect (cached per dialect and text).
-    ``backslash_escapes``: MySQL/MariaDB only, False when the session runs with
-    ``NO_BACKSLASH_ESCAPES`` (a backslash in a literal is then a plain character).
+    ``backslash_escapes``: whether a backslash escapes inside plain ``'...'`` literals in
+    this session (MySQL ``NO_BACKSLASH_ESCAPES`` turns it off, PostgreSQL
+    ``standard_conforming_strings = off`` on); None: the dialect's default.
 
     Never raises: text it cannot tokenize is ``UNKNOWN`` with ``error`` set."""
     family = family_of(db_type, backslash_escapes=backslash_escapes)
@@ -105,7 +122,7 @@ def _unreadable(reason: str) -> Analysis:
 
 def _read(sql: str, family: str) -> Analysis:
     tokens = tokenize(sql, family)
-    dialect = "postgresql" if family == "postgresql" else "mysql"
+    dialect = "mysql" if family.startswith("mysql") else "postgresql"
     verdicts = [classify(statement, dialect) for statement in _statements(tokens)]
     kind = max((v.kind for v in verdicts), key=lambda k: k.rank, default=StatementKind.UNKNOWN)
     positional = sum(1 for t in tokens if t.type == "positional")

@@ -36,14 +36,22 @@ class Token(NamedTuple):
 
 
 _IDENT_START = r"[^\W\d]"
-_PG = re.compile(
-    r"""
+
+
+def _pg_pattern(backslash_escapes: bool) -> re.Pattern[str]:
+    """PostgreSQL's tokens; ``backslash_escapes`` True when ``standard_conforming_strings``
+    is off (a backslash then escapes inside plain ``'...'`` too)."""
+    plain = r"'(?:[^'\\]+|\\.|'')*+'" if backslash_escapes else r"'(?:[^']+|'')*+'"
+    return re.compile(
+        r"""
     \s*(?:(?P<ws>\Z)
   | (?P<comment>--[^\n]*)
   | (?P<block>/\*)
   | (?P<string>[Ee]'(?:[^'\\]+|\\.|'')*+'
       | [Uu]&'(?:[^']+|'')*+'
-      | '(?:[^']+|'')*+')
+      | """
+        + plain
+        + r""")
   | (?P<qident>(?:[Uu]&)?"(?:[^"]+|"")*+")
   | (?P<dollar>\$(?:"""
     + _IDENT_START
@@ -63,8 +71,10 @@ _PG = re.compile(
   | (?P<open>[Ee]'|[Uu]&['"]|['"])
   | (?P<other>.))
     """,
-    re.VERBOSE | re.DOTALL,
-)
+        re.VERBOSE | re.DOTALL,
+    )
+
+
 def _mysql_pattern(backslash_escapes: bool) -> re.Pattern[str]:
     """MySQL/MariaDB's tokens; ``backslash_escapes`` False for ``NO_BACKSLASH_ESCAPES``."""
     escape = r"|\\." if backslash_escapes else ""
@@ -106,22 +116,27 @@ def _mysql_pattern(backslash_escapes: bool) -> re.Pattern[str]:
     )
 
 
+_PG = _pg_pattern(backslash_escapes=False)
+_PG_NSC = _pg_pattern(backslash_escapes=True)
 _MY = _mysql_pattern(backslash_escapes=True)
 _MY_NBE = _mysql_pattern(backslash_escapes=False)
+_PATTERNS = {"postgresql": _PG, "postgresql-nsc": _PG_NSC, "mysql": _MY, "mysql-nbe": _MY_NBE}
 _MY_OP_STOP = re.compile(r"\*/")
 
 
 def tokenize(sql: str, family: str) -> list[Token]:
-    """The tokens of ``sql`` in ``family``: ``"postgresql"``, ``"mysql"``, or
-    ``"mysql-nbe"`` (a session whose ``sql_mode`` has ``NO_BACKSLASH_ESCAPES``)."""
-    if family == "postgresql":
-        return _tokenize_pg(sql)
-    return _tokenize_my(sql, _MY if family == "mysql" else _MY_NBE)
+    """The tokens of ``sql`` in ``family``: ``"postgresql"`` (``"postgresql-nsc"`` with
+    ``standard_conforming_strings`` off), ``"mysql"`` (``"mysql-nbe"`` when ``sql_mode``
+    has ``NO_BACKSLASH_ESCAPES``)."""
+    pattern = _PATTERNS[family]
+    if family.startswith("postgresql"):
+        return _tokenize_pg(sql, pattern)
+    return _tokenize_my(sql, pattern)
 
 
-def _tokenize_pg(sql: str) -> list[Token]:
+def _tokenize_pg(sql: str, pattern: re.Pattern[str]) -> list[Token]:
     tokens: list[Token] = []
-    match = _PG.match
+    match = pattern.match
     at, size, brackets = 0, len(sql), 0
     while at < size:
         found = match(sql, at)

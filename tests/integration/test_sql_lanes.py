@@ -368,3 +368,21 @@ async def test_postgres_standard_conforming_strings_cannot_change_in_transaction
     response = await api.transaction(cid, [{"sql": "SET standard_conforming_strings = off"},
                                            {"sql": "SELECT 'a\\' AS a"}])
     assert code_of(response) == (422, "VALIDATION_ERROR"), response.text
+
+
+async def test_postgres_session_without_standard_strings_is_read_its_way(api: Api) -> None:
+    """With standard_conforming_strings off, a backslash escapes in '...' too: the
+    statement is read that way, its placeholder found where the server sees code."""
+    cid = await api.register("postgresql", maxConnections=1)
+    pool = await api.app.state.parts.pools.get(cid)
+
+    async def in_old_style_session(conn: AsyncConnection) -> list[Any]:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute("SET standard_conforming_strings = off")
+        result = await run_query(conn, pool.config, "SELECT 'it\\'s :x' AS p, :v AS v",
+                                 {"v": "V"}, max_rows=1)
+        return result.rows
+
+    assert await pool.run(in_old_style_session) == [{"p": "it's :x", "v": "V"}]
+    assert await api.rows(cid, "SELECT 'a\\' AS p, :v AS v", params={"v": "V"}) == [
+        {"p": "a\\", "v": "V"}]  # the reset on return put the standard back

@@ -177,3 +177,10 @@ def test_mysql_no_backslash_escapes_reads_backslash_as_a_character() -> None:
     assert analyse(sql, DbType.MARIADB).error
     nbe = analyse(sql, DbType.MARIADB, backslash_escapes=False)
     assert nbe.error is None and nbe.names == ("v",)
+
+
+def test_postgres_without_standard_strings_reads_backslash_escapes() -> None:
+    sql = "SELECT 'it\\'s :x', :v"
+    assert analyse(sql, DbType.POSTGRESQL).error  # standard: the literal ends at \'
+    old = analyse(sql, DbType.POSTGRESQL, backslash_escapes=True)
+    assert old.error is None and old.names == ("v",)
