@@ -386,3 +386,18 @@ async def test_postgres_session_without_standard_strings_is_read_its_way(api: Ap
     assert await pool.run(in_old_style_session) == [{"p": "it's :x", "v": "V"}]
     assert await api.rows(cid, "SELECT 'a\\' AS p, :v AS v", params={"v": "V"}) == [
         {"p": "a\\", "v": "V"}]  # the reset on return put the standard back
+
+
+@pytest.mark.parametrize("db_type", ENGINES)
+async def test_read_only_reads_truncate_and_the_pool_keeps_serving(api: Api, db_type: str) -> None:
+    cid = await api.register(db_type, readOnly=True, maxConnections=1)
+    big = "SELECT generate_series(1, 5000) AS n" if db_type == "postgresql" else \
+        "SELECT seq AS n FROM seq_1_to_5000"
+    for _ in range(3):
+        response = await api.query(cid, big, maxRows=10)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert data["truncated"] is True and data["rowCount"] == 10
+        assert await api.rows(cid, "SELECT :v AS v", params={"v": "ok"}) == [{"v": "ok"}]
+    snap = api.snapshot(cid)
+    assert snap.checked_out == 0 and snap.open <= 1
