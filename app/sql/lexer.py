@@ -8,7 +8,8 @@ comments produce no token. What comes out is just enough for ``classify`` and ``
 - ``word``: a bare identifier or keyword; ``qident``: a quoted identifier;
 - ``string``: any literal in quotes (dollar-quoted too); ``number``;
 - ``param``: a real ``:name`` placeholder (never inside a literal, a quoted identifier or
-  a comment, never the ``::`` of a cast or the colon of an array slice ``a[1:n]``);
+  a comment, never the ``::`` of a cast, the colon of an array slice ``a[1:n]`` or a
+  colon glued to a name before it, like the label ``lbl:BEGIN``);
 - ``positional``: ``$1`` (PostgreSQL), ``%s`` (MySQL); ``var``: MySQL ``@x``/``@@x``;
 - ``(`` ``)`` ``[`` ``]`` ``;`` ``,`` ``.``; ``op`` for every other operator or character.
 
@@ -164,15 +165,19 @@ def _tokenize_pg(sql: str, pattern: re.Pattern[str]) -> list[Token]:
                     brackets += 1
                 elif text == "]":
                     brackets = max(0, brackets - 1)
-            elif kind == "param" and brackets and _ends_operand(tokens):
-                # ``a[lo:hi]``: the colon of a slice, then an identifier.
-                tokens.append(Token(":", ":", at))
-                tokens.append(Token("word", text[1:], at + 1))
+            elif kind == "param" and (_glued(sql, at) or (brackets and _ends_operand(tokens))):
+                # ``x:y`` or a slice ``a[lo:hi]``: a colon, then an identifier.
+                tokens += (Token(":", ":", at), Token("word", text[1:], at + 1))
                 at = end
                 continue
             tokens.append(Token("op" if kind == "other" else kind or "op", text, at))
         at = end
     return tokens
+
+
+def _glued(sql: str, at: int) -> bool:
+    """The colon at ``at`` follows a name with no space (``lbl:BEGIN``): not a placeholder."""
+    return at > 0 and (sql[at - 1].isalnum() or sql[at - 1] in "_$")
 
 
 def _ends_operand(tokens: list[Token]) -> bool:
@@ -224,6 +229,10 @@ def _tokenize_my(sql: str, pattern: re.Pattern[str]) -> list[Token]:
             text = found.group(kind or 0)
             if kind == "punct":
                 kind = text
+            elif kind == "param" and _glued(sql, at):  # a label: ``lbl:BEGIN``
+                tokens += (Token(":", ":", at), Token("word", text[1:], at + 1))
+                at = end
+                continue
             elif kind == "op" and executable and "*/" in text:
                 # ``1*/`` inside ``/*! ... */``: the operator stops where the comment ends.
                 end = at + _MY_OP_STOP.search(text).start()  # type: ignore[union-attr]

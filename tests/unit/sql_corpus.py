@@ -113,6 +113,7 @@ POSTGRES: list[Row] = [
     ("SELECT a[i][j:k] FROM t", (), 1, R),
     ("SELECT a[f(x):n] FROM t", (), 1, R),
     ("SELECT a[:i], :j FROM t", ("i", "j"), 1, R),
+    ("SELECT a[x:y], b[1 : :k] FROM t", ("k",), 1, R),
     ("SELECT a[1:] FROM t", (), 1, R),
     ("SELECT a[:] FROM t", (), 1, R),
     # -- JSON and other operators
@@ -390,6 +391,8 @@ MYSQL: list[Row] = [
     ("SET @a := 1, @b := 2", (), 1, S),
     ("SELECT x INTO @a FROM t LIMIT 1", (), 1, S),
     ("SELECT :a:=1", ("a",), 1, S),
+    ("CREATE PROCEDURE p() lbl:BEGIN LEAVE lbl; END", (), 1, D),
+    ("SELECT x:y FROM t", (), 1, R),
     ("SELECT 'x' INTO OUTFILE '/tmp/x'", (), 1, W),
     ("SELECT 'x' INTO DUMPFILE '/tmp/x'", (), 1, W),
     # -- JSON operators and functions
