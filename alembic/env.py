@@ -25,7 +25,7 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
-    return str(url) if url else Settings().registry_url
+    return str(url) if url else Settings().registry_url.get_secret_value()
 
 
 def _configure(**kwargs: object) -> None:

@@ -59,7 +59,7 @@ def _check_keys(settings: Settings) -> None:
 
 def _migrate(settings: Settings) -> None:
     try:
-        asyncio.run(upgrade_to_head(settings.registry_url))
+        asyncio.run(upgrade_to_head(settings.registry_url.get_secret_value()))
     except Exception as exc:  # Alembic and drivers raise many types; one line is enough here
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CliError(f"migration failed: {type(exc).__name__}: {first_line}") from None
@@ -67,6 +67,8 @@ def _migrate(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn  # only `serve` needs the server
+
+    from app.api.protocol import edge_protocol
 
     settings = _settings()
     _check_keys(settings)
@@ -79,8 +81,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         host=args.host or settings.host,
         port=args.port or settings.port,
         loop="uvloop",
-        http="httptools",
+        http=edge_protocol(settings),
         workers=1,
+        # The edge: connections served at once (beyond: 503), how long an idle keep-alive
+        # connection is kept; the protocol adds a headers deadline and a bounded drain.
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keep_alive_seconds,
         log_config=None,  # configure_logging (in the app's lifespan) owns the format
         # A stuck request cannot hold a SIGTERM: after the grace uvicorn cancels what is
         # still running (its statements are cancelled on the server), then the lifespan
@@ -118,7 +124,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> None:
 
 async def _rotate(settings: Settings) -> int:
     box = load_secret_box(settings)
-    engine = create_registry_engine(settings.registry_url)
+    engine = create_registry_engine(settings.registry_url.get_secret_value())
     try:
         return await ConnectionRepository(create_sessionmaker(engine), box).rotate_keys()
     finally:

@@ -7,6 +7,8 @@ they become responses::
     DbPoolError
     ├── ValidationFailed          VALIDATION_ERROR        422
     ├── PayloadTooLarge           PAYLOAD_TOO_LARGE       413
+    ├── RequestTimeout            REQUEST_TIMEOUT         408
+    ├── ResultTooLarge            RESULT_TOO_LARGE        413
     ├── RouteNotFound             NOT_FOUND               404
     ├── MethodNotAllowed          METHOD_NOT_ALLOWED      405
     ├── Unauthorized              UNAUTHORIZED            401
@@ -52,6 +54,8 @@ __all__ = [
     "QueryTimeout",
     "ReadOnlyViolation",
     "RegistryUnavailable",
+    "RequestTimeout",
+    "ResultTooLarge",
     "RouteNotFound",
     "TableNotFound",
     "Unauthorized",
@@ -88,6 +92,16 @@ class ValidationFailed(DbPoolError):
 
 class PayloadTooLarge(DbPoolError):
     code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+class RequestTimeout(DbPoolError):
+    code = "REQUEST_TIMEOUT"
+    status = 408
+
+
+class ResultTooLarge(DbPoolError):
+    code = "RESULT_TOO_LARGE"
     status = 413
 
 

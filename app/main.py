@@ -19,10 +19,12 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app import __version__
+from app.api.access import AccessTable
 from app.api.deps import ApiParts
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestMiddleware
 from app.api.routes import ROUTERS
+from app.api.routes.health import ReadinessCheck
 from app.logs import configure_logging
 from app.pools.housekeeper import Housekeeper
 from app.pools.manager import PoolManager
@@ -70,10 +72,16 @@ def load_settings() -> Settings:
 
 
 def _warn_about_auth(settings: Settings) -> None:
-    if not settings.auth_enabled:
+    if not settings.auth_enabled and settings.allow_unauthenticated_remote:
         logger.warning(
-            "auth is OFF: neither DBPOOL_API_KEY nor DBPOOL_ADMIN_API_KEY is set; "
-            "anyone who can reach this port can register databases and run SQL"
+            "auth is OFF: neither DBPOOL_API_KEY nor DBPOOL_ADMIN_API_KEY is set, and "
+            "DBPOOL_ALLOW_UNAUTHENTICATED_REMOTE is on: anyone who can reach this port can "
+            "register databases and run SQL"
+        )
+    elif not settings.auth_enabled:
+        logger.warning(
+            "auth is OFF: neither DBPOOL_API_KEY nor DBPOOL_ADMIN_API_KEY is set; only "
+            "loopback clients are answered (protected mode). Set the keys to serve a network"
         )
     elif settings.admin_api_key is None:
         logger.warning("DBPOOL_ADMIN_API_KEY is not set: registry writes are refused (403)")
@@ -87,7 +95,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     _warn_about_auth(settings)
     async with AsyncExitStack() as stack:  # unwinds in reverse order, also on failure
         box = load_secret_box(settings)
-        engine = create_registry_engine(settings.registry_url)
+        engine = create_registry_engine(settings.registry_url.get_secret_value())
         stack.push_async_callback(engine.dispose)
         repository = ConnectionRepository(create_sessionmaker(engine), box)
         resolver = RegistryResolver(repository)
@@ -100,7 +108,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(housekeeper.aclose)  # pushed last: stops first
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
-        app.state.registry_engine = engine
+        app.state.readiness = ReadinessCheck(engine)
         app.state.parts = ApiParts(settings, repository, pool_manager)
         logger.info("dbpool %s started", __version__)
         yield
@@ -123,5 +131,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     for router in ROUTERS:
         app.include_router(router)
     # Outermost of ours: the request id wraps everything, even the 413 and the 500s.
-    app.add_middleware(RequestMiddleware)
+    app.add_middleware(RequestMiddleware, settings=settings, access=AccessTable.of(ROUTERS))
     return app

@@ -1,11 +1,12 @@
-"""FastAPI dependencies: the bearer check, which also hands a route the app's parts.
+"""FastAPI dependencies: the key a route needs, which also hands the route the app's parts.
 
 A route names what it needs once: ``parts: QueryParts`` (any valid key) or
-``parts: AdminParts`` (the admin key). That one dependency checks the token and returns the
-``ApiParts`` the lifespan built (``app.state.parts``); nothing here is a module-level global.
+``parts: AdminParts`` (the admin key). The middleware reads these declarations
+(``access.AccessTable``) and checks the token from the headers before any body is read; the
+dependency returns the ``ApiParts`` the lifespan built (``app.state.parts``).
 
 One node instead of a tree: FastAPI solves every dependency of every request in Python, and
-on the query path each extra node cost more than the pool's own work. The check is an
+on the query path each extra node cost more than the pool's own work. The declaration is an
 ``HTTPBearer``, so ``/docs`` still shows the scheme and its "Authorize" button.
 """
 
@@ -17,12 +18,20 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPBearer
 
-from app.api.auth import Access, authorize
+from app.api.auth import Access
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
 
-__all__ = ["AdminAccess", "AdminParts", "ApiParts", "ConnectionId", "QueryAccess", "QueryParts"]
+__all__ = [
+    "AdminAccess",
+    "AdminParts",
+    "ApiParts",
+    "BearerAuth",
+    "ConnectionId",
+    "QueryAccess",
+    "QueryParts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +44,8 @@ class ApiParts:
 
 
 class BearerAuth(HTTPBearer):
-    """``Authorization: Bearer <key>`` checked for ``needed`` access; returns ``ApiParts``.
-
-    Our own 401/403 envelopes (``auto_error=False``), never FastAPI's; no-op while auth is off.
-    """
+    """Declares that a route needs ``Authorization: Bearer <key>`` with ``needed`` access
+    (checked by the middleware); returns ``ApiParts``."""
 
     def __init__(self, needed: Access) -> None:
         super().__init__(
@@ -49,10 +56,7 @@ class BearerAuth(HTTPBearer):
         self.needed = needed
 
     async def __call__(self, request: Request) -> ApiParts:  # type: ignore[override]
-        credentials = await super().__call__(request)
         parts: ApiParts = request.app.state.parts
-        token = None if credentials is None else credentials.credentials
-        authorize(parts.settings, token, self.needed)
         return parts
 
 

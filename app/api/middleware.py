@@ -1,68 +1,111 @@
-"""The one pure ASGI middleware, outermost: request id, body size limit, last-resort 500.
+"""The one pure ASGI middleware, outermost: request id, the gate, the body, last-resort 500.
 
-Being outermost, every response (the 413 and the 500 for an unhandled exception included)
-carries ``X-Request-ID`` and the envelope. One layer rather than one per concern: each
-layer is paid on every request, and the query path is measured in microseconds.
+Being outermost, every response (the 401, the 413 and the 500 for an unhandled exception
+included) carries ``X-Request-ID`` and the envelope. One layer rather than one per concern:
+each layer is paid on every request, and the query path is measured in microseconds.
+
+The gate runs on the headers alone, before a byte of the body is read: protected mode (auth
+off answers loopback clients only), the bearer key the route needs (``AccessTable``), the
+declared body size. A refusal is sent while the body may still be arriving; the connection
+stays open so that the server reads and drops the rest (``dbpool serve`` bounds that drain,
+see ``protocol``) and every client, httpx included, reads the answer instead of a reset.
+An accepted body is read here, up to ``max_body_bytes`` and within ``body_timeout_seconds``,
+then replayed to the app: a slow sender gets 408 and its connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.access import AccessTable
+from app.api.auth import authorize
 from app.api.errors import error_response, unhandled_error_response
-from app.errors import PayloadTooLarge
+from app.errors import DbPoolError, Forbidden, PayloadTooLarge, RequestTimeout
 from app.logs import request_id_var
+from app.settings import Settings
 
-__all__ = ["MAX_BODY_BYTES", "RequestMiddleware"]
+__all__ = ["RequestMiddleware", "is_loopback"]
 
-MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_HEADER = b"x-request-id"
 # Bounds the read loop even for a client that streams empty chunks.
 _MAX_BODY_MESSAGES = 65536
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_PROTECTED = (
+    "auth is off (no DBPOOL_API_KEY / DBPOOL_ADMIN_API_KEY), so only loopback clients are "
+    "answered: set DBPOOL_ADMIN_API_KEY and DBPOOL_API_KEY, or "
+    "DBPOOL_ALLOW_UNAUTHENTICATED_REMOTE=true to serve this network without auth"
+)
 
 logger = logging.getLogger(__name__)
 
 
-def _read_headers(scope: Scope) -> tuple[str, int | None]:
-    """The request id (the caller's if sane, else a new one) and the declared body length."""
+@dataclass(slots=True)
+class _Headers:
+    request_id: str
+    length: int | None
+    token: str | None
+
+
+def _read_headers(scope: Scope) -> _Headers:
+    """The request id (the caller's if sane, else a new one), the declared body length and
+    the bearer token."""
     offered: bytes | None = None
     length: int | None = None
+    token: str | None = None
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             offered = value
         elif name == b"content-length" and value.isdigit():
             length = int(value)
+        elif name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                token = credentials.strip()
     # Echoing arbitrary caller text into headers and logs invites injection: sane tokens only.
     if offered is not None and _SANE_ID.fullmatch(offered):
-        return offered.decode(), length
-    return uuid.uuid4().hex, length
+        return _Headers(offered.decode(), length, token)
+    return _Headers(uuid.uuid4().hex, length, token)
+
+
+def is_loopback(client: tuple[str, int] | None) -> bool:
+    """A client on this machine's loopback (no address, e.g. a Unix socket, counts as local)."""
+    if client is None:
+        return True
+    try:
+        address = ipaddress.ip_address(client[0].split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 class RequestMiddleware:
-    """Assigns the request id (logs and response), refuses bodies over ``max_bytes`` with 413
-    (by Content-Length and by counting chunks) and turns an unhandled exception into a 500.
+    """Assigns the request id (logs and response), decides access from the headers, reads
+    the body within its size and time bounds and turns an unhandled exception into a 500."""
 
-    A body without a Content-Length (chunked) is read up to ``max_bytes`` before the app
-    runs and replayed to it; later ``receive`` calls go to the server so that a disconnect
-    is still seen.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, access: AccessTable) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.settings = settings
+        self.access = access
+        self.max_bytes = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout_seconds
+        self.protected = not settings.auth_enabled and not settings.allow_unauthenticated_remote
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id, declared = _read_headers(scope)
-        id_header = (REQUEST_ID_HEADER, request_id.encode())
-        token = request_id_var.set(request_id)
+        headers = _read_headers(scope)
+        id_header = (REQUEST_ID_HEADER, headers.request_id.encode())
+        token = request_id_var.set(headers.request_id)
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -73,17 +116,21 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            if declared is not None:
-                # The server never passes on more than the declared length: a declared
-                # length within the limit needs no counting, and the app reads the body.
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send_with_id)
-                else:
-                    await self.app(scope, receive, send_with_id)
+            refusal = self._refusal(scope, headers)
+            if refusal is not None:
+                await self._refuse(refusal, scope, receive, send_with_id)
                 return
-            buffered = await self._read_body(receive)
+            try:
+                buffered = await self._read_body(receive)
+            except TimeoutError:
+                error = RequestTimeout(
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                    details={"timeoutSeconds": self.body_timeout},
+                )
+                await self._refuse(error, scope, receive, send_with_id, close=True)
+                return
             if buffered is None:
-                await self._refuse(scope, receive, send_with_id)
+                await self._refuse(self._too_large(), scope, receive, send_with_id)
                 return
 
             async def replay() -> Message:
@@ -95,7 +142,7 @@ class RequestMiddleware:
                 "unhandled error on %s %s",
                 scope["method"],
                 scope["path"],
-                extra={"request_id": request_id},
+                extra={"request_id": headers.request_id},
             )
             if started:
                 raise
@@ -103,25 +150,49 @@ class RequestMiddleware:
         finally:
             request_id_var.reset(token)
 
-    async def _read_body(self, receive: Receive) -> list[Message] | None:
-        """The request's messages up to the end of the body, or None when it is too large."""
-        messages: list[Message] = []
-        total = 0
-        for _ in range(_MAX_BODY_MESSAGES):
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages
-            total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                return None
-            if not message.get("more_body", False):
-                return messages
-        return None  # a stream of empty chunks: refuse rather than wait forever
+    def _refusal(self, scope: Scope, headers: _Headers) -> DbPoolError | None:
+        """Why the headers alone already refuse this request, or None."""
+        needed = self.access.needed(scope["method"], scope["path"])
+        if needed is not None:
+            if self.protected and not is_loopback(scope.get("client")):
+                return Forbidden(_PROTECTED)
+            try:
+                authorize(self.settings, headers.token, needed)
+            except DbPoolError as exc:
+                return exc
+        if headers.length is not None and headers.length > self.max_bytes:
+            return self._too_large()
+        return None
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
             f"request body larger than {self.max_bytes} bytes",
             details={"maxBytes": self.max_bytes},
         )
-        await error_response(error, {"Connection": "close"})(scope, receive, send)
+
+    async def _read_body(self, receive: Receive) -> list[Message] | None:
+        """The request's messages up to the end of the body, or None when it is too large;
+        ``TimeoutError`` when it takes longer than the body timeout."""
+        messages: list[Message] = []
+        total = 0
+        async with asyncio.timeout(self.body_timeout):
+            for _ in range(_MAX_BODY_MESSAGES):
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    return messages
+                total += len(message.get("body", b""))
+                if total > self.max_bytes:
+                    return None
+                if not message.get("more_body", False):
+                    return messages
+        return None  # a stream of empty chunks: refuse rather than wait forever
+
+    async def _refuse(
+        self, error: DbPoolError, scope: Scope, receive: Receive, send: Send, *,
+        close: bool = False,
+    ) -> None:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+        if close:
+            headers["Connection"] = "close"
+        await error_response(error, headers)(scope, receive, send)

@@ -185,3 +185,9 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> httpx.Respon
                 pass
             time.sleep(0.1)
     return None
+
+
+def test_serve_with_require_auth_and_no_key_exits_2_saying_what_to_set(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--port", "1", DBPOOL_REQUIRE_AUTH="true")
+    assert result.returncode == 2, result.stderr
+    assert "DBPOOL_REQUIRE_AUTH" in result.stderr and "DBPOOL_ADMIN_API_KEY" in result.stderr

@@ -23,7 +23,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_match_the_design() -> None:
     s = Settings()
-    assert s.registry_url == "sqlite+aiosqlite:///./dbpool.sqlite3"
+    assert s.registry_url.get_secret_value() == "sqlite+aiosqlite:///./dbpool.sqlite3"
+    assert (s.require_auth, s.allow_unauthenticated_remote) == (False, False)
+    assert s.max_response_bytes == 64 * 1024 * 1024 and s.transaction_row_cap == 100000
     assert (s.host, s.port, s.max_rows, s.max_waiting_per_pool) == ("127.0.0.1", 8000, 10000, 100)
     assert (s.pool_idle_ttl_seconds, s.health_check_interval_seconds) == (600, 60)
     assert not s.auth_enabled and s.allowed_host_rules() == []
@@ -101,3 +103,26 @@ def test_create_app_exits_with_the_summary(monkeypatch: pytest.MonkeyPatch) -> N
 def test_settings_repr_hides_keys() -> None:
     s = Settings(api_key=SECRET, encryption_keys="a-fernet-key-text")
     assert SECRET not in repr(s) and "a-fernet-key-text" not in repr(s)
+
+
+def test_registry_url_password_stays_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBPOOL_REGISTRY_URL", "postgresql+asyncpg://dbpool:pw-in-url@db/registry")
+    s = load_settings()
+    assert "pw-in-url" not in repr(s) and "pw-in-url" not in str(s)
+    assert s.registry_url.get_secret_value().endswith("@db/registry")
+
+
+def test_require_auth_without_a_key_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBPOOL_REQUIRE_AUTH", "true")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "DBPOOL_ADMIN_API_KEY" in str(caught.value)
+    monkeypatch.setenv("DBPOOL_ADMIN_API_KEY", SECRET)
+    assert load_settings().auth_enabled
+
+
+def test_transaction_row_cap_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBPOOL_MAX_ROWS", "50")
+    assert load_settings().transaction_row_cap == 500
+    monkeypatch.setenv("DBPOOL_MAX_TRANSACTION_ROWS", "70")
+    assert load_settings().transaction_row_cap == 70

@@ -1,13 +1,16 @@
 """Liveness and readiness probes (no token; not under ``/api``, so no envelope).
 
 Readiness asks only about this service's own needs: the registry answers and its schema is
-at head. An unreachable *external* database never makes the service unready.
+at head. An unreachable *external* database never makes the service unready. The answer is
+kept for ``READY_CACHE_SECONDS`` (and shared by concurrent probes), so a probe storm costs
+the registry one query a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -17,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.registry.faults import RETRY_AFTER_SECONDS
 from app.registry.migrations import schema_is_at_head
 
-__all__ = ["router"]
+__all__ = ["ReadinessCheck", "router"]
 
 READY_TIMEOUT_SECONDS = 5.0
+READY_CACHE_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -46,6 +50,25 @@ async def _not_ready_reason(engine: AsyncEngine) -> str | None:
     return None
 
 
+class ReadinessCheck:
+    """The registry check behind ``/readyz``, run at most once per ``ttl`` seconds."""
+
+    def __init__(self, engine: AsyncEngine, *, ttl: float = READY_CACHE_SECONDS) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._lock = asyncio.Lock()
+        self._checked_at = -float("inf")
+        self._reason: str | None = None
+
+    async def reason(self) -> str | None:
+        """Why the service is not ready, or None."""
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= self._ttl:
+                self._reason = await _not_ready_reason(self._engine)
+                self._checked_at = time.monotonic()
+            return self._reason
+
+
 @router.get(
     "/readyz",
     summary="Readiness",
@@ -56,7 +79,8 @@ async def _not_ready_reason(engine: AsyncEngine) -> str | None:
     responses={503: {"description": "Not ready; `reason` says why"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    reason = await _not_ready_reason(request.app.state.registry_engine)
+    check: ReadinessCheck = request.app.state.readiness
+    reason = await check.reason()
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"Retry-After": str(round(RETRY_AFTER_SECONDS))})
