@@ -146,13 +146,13 @@ def _translate_errors(engine: AsyncEngine, config: ConnectionConfig) -> None:
     """Errors of statements run through SQLAlchemy itself (health checks, the catalogue)
     leave the engine as our own ``DatabaseError``s, like those of the query path.
 
-    Connect failures are left alone: ``ManagedPool`` translates them with the breaker.
-    SQLAlchemy still invalidates a connection its dialect calls disconnected.
+    Connect failures are left alone: ``ManagedPool`` translates them with the breaker (and
+    scrubs the password). SQLAlchemy still invalidates a connection its dialect calls
+    disconnected.
     """
-    secrets = [config.password.get_secret_value()]
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
         if context.connection is None or context.is_pre_ping:
             return None
-        return translate_error(context.original_exception, config.db_type, secrets=secrets)
+        return translate_error(context.original_exception, config.db_type)

@@ -244,8 +244,7 @@ class _Runner:
         self.sends = 0  # statements handed to the driver so far (each may reach the server)
 
     def translate(self, exc: BaseException) -> DatabaseError:
-        return translate_error(exc, self.config.db_type,
-                               secrets=[self.config.password.get_secret_value()])
+        return translate_error(exc, self.config.db_type)  # the caller's own SQL: no scrub
 
     def refused_first_send(self, exc: BaseException | None) -> bool:
         """The driver refused the very first statement before writing it: nothing was sent."""

@@ -61,7 +61,10 @@ def translate_error(
 ) -> DatabaseError:
     """The most specific ``DatabaseError`` for ``exc``; raise it ``from exc``.
 
-    ``secrets`` (e.g. the connection's password) are removed from any text kept.
+    ``secrets`` (the connection's password) are removed from any text kept: pass them for
+    errors raised while connecting, where a driver may echo a DSN, and never for a statement's
+    error, whose text is the caller's own SQL (hiding the password there would tell the
+    caller which of its guesses is the password).
     """
     if isinstance(exc, DatabaseError):
         return exc
