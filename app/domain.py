@@ -9,7 +9,15 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-__all__ = ["SSL_MODES", "ConfigResolver", "ConnectionConfig", "DbType", "SslMode"]
+__all__ = [
+    "SSL_MODES",
+    "ConfigResolver",
+    "ConnectionConfig",
+    "DbType",
+    "SslMode",
+    "ca_cert",
+    "ssl_mode",
+]
 
 
 class DbType(enum.StrEnum):
@@ -30,6 +38,22 @@ MySQL/MariaDB treat it as ``disable``), ``require`` encrypts without checking th
 ``verify-ca`` checks it against the system CAs, ``verify-full`` checks the host name too."""
 
 SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-ca", "verify-full")
+"""Weakest first: a change to an earlier mode is a weakening."""
+
+
+def ssl_mode(options: Mapping[str, Any], db_type: DbType) -> SslMode:
+    """The registered TLS mode (``options.ssl``; ``sslmode`` from older registrations), or the
+    engine's default: ``prefer`` on PostgreSQL, ``disable`` on MySQL/MariaDB."""
+    mode = options.get("ssl") or options.get("sslmode")
+    if mode in SSL_MODES:
+        return mode  # type: ignore[no-any-return]
+    return "disable" if db_type.is_mysql_family else "prefer"
+
+
+def ca_cert(options: Mapping[str, Any]) -> str | None:
+    """The registration's own PEM CA certificate(s), if any (``options.caCert``)."""
+    value = options.get("caCert")
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

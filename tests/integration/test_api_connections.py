@@ -266,3 +266,38 @@ async def test_patch_racing_delete_ends_in_404_never_500(client: httpx.AsyncClie
         assert_error(await client.get(f"{BASE}/{cid}", headers=QUERY), 404,
                      "CONNECTION_NOT_FOUND")  # fmt: skip
     assert outcomes <= {(200, 200), (404, 200)}
+
+
+@pytest.mark.parametrize(
+    ("change", "moved"),
+    [
+        ({"port": 6543}, "port"),
+        ({"username": "someone_else"}, "username"),
+        ({"database": "other_db"}, "database"),
+        ({"dbType": "mariadb"}, "dbType"),
+        ({"options": {"ssl": "require"}}, "options.ssl"),
+        ({"options": {}}, "options.ssl"),  # back to the default, prefer
+    ],
+)
+async def test_patch_sending_credentials_somewhere_new_needs_the_password(
+    client: httpx.AsyncClient, change: dict[str, object], moved: str
+) -> None:
+    cid = (await _create(client, options={"ssl": "verify-full"}))["id"]
+    url = f"{BASE}/{cid}"
+    refused = await client.patch(url, json=change, headers=ADMIN)
+    problems = assert_error(refused, 422, "VALIDATION_ERROR")["error"]["details"]["errors"]
+    assert {"loc": ["body", "password"], "msg": f"required when {moved} changes",
+            "type": "missing"} in problems
+    accepted = await client.patch(url, json={**change, "password": "again"}, headers=ADMIN)
+    assert accepted.status_code == 200, accepted.text
+
+
+async def test_patch_keeping_or_tightening_where_credentials_go_needs_no_password(
+    client: httpx.AsyncClient,
+) -> None:
+    cid = (await _create(client, options={"ssl": "require"}))["id"]
+    url = f"{BASE}/{cid}"
+    for change in ({"options": {"ssl": "verify-full"}}, {"maxConnections": 4},
+                   {"host": "127.0.0.1", "port": 5432}):
+        response = await client.patch(url, json=change, headers=ADMIN)
+        assert response.status_code == 200, response.text

@@ -17,6 +17,7 @@ from app.api.errors import validation_failed
 from app.api.hosts import ensure_host_allowed
 from app.api.schemas.common import Envelope, ErrorEnvelope, Page
 from app.api.schemas.connections import ConnectionCreate, ConnectionPublic, ConnectionUpdate
+from app.domain import SSL_MODES, ca_cert, ssl_mode
 from app.registry.repository import ConnectionRecord, NewConnection
 from app.settings import HostRule
 
@@ -114,8 +115,10 @@ async def get_connection(
     summary="Change a registered connection",
     description=(
         "Only the fields sent change. Pool settings bump `configVersion`; new requests get a "
-        "rebuilt pool while in-flight ones finish on the old one. Changing `host` requires "
-        "`password` too, so a stored password is never sent to a new host. Needs the admin key."
+        "rebuilt pool while in-flight ones finish on the old one. Changing `host`, `port`, "
+        "`username`, `database` or `dbType`, weakening `options.ssl` or changing the CA of a "
+        "verifying mode requires `password` too, so a stored password never goes somewhere "
+        "new. Needs the admin key."
     ),
 )
 async def update_connection(
@@ -140,14 +143,37 @@ async def _check_update(
         changes.get("max_connections", current.max_connections),
         _wire_names(changes),
     )
-    new_host = changes.get("host")
-    if new_host is None or new_host == current.host:
-        return
-    if "password" not in changes:
+    moved = _credentials_moved(current, changes)
+    if moved and "password" not in changes:
         raise validation_failed(
-            [{"loc": ["body", "password"], "msg": "required when host changes", "type": "missing"}]
+            [{"loc": ["body", "password"], "msg": f"required when {moved} changes",
+              "type": "missing"}]
         )
-    await ensure_host_allowed(new_host, rules)
+    new_host = changes.get("host")
+    if new_host is not None and new_host != current.host:
+        await ensure_host_allowed(new_host, rules)
+
+
+_WHERE_CREDENTIALS_GO = ("host", "port", "username", "database", "db_type")
+
+
+def _credentials_moved(current: ConnectionRecord, changes: dict[str, Any]) -> str | None:
+    """The wire name of the first change that would send the stored password somewhere new:
+    another server, login or database, or a TLS set-up that checks less."""
+    for field in _WHERE_CREDENTIALS_GO:
+        if field in changes and changes[field] != getattr(current, field):
+            return to_camel(field)
+    if "options" not in changes:
+        return None
+    db_type = changes.get("db_type", current.db_type)
+    old_mode = ssl_mode(current.options, current.db_type)
+    new_mode = ssl_mode(changes["options"], db_type)
+    if SSL_MODES.index(new_mode) < SSL_MODES.index(old_mode):
+        return "options.ssl"
+    verifying = new_mode in ("verify-ca", "verify-full")
+    if verifying and ca_cert(changes["options"]) != ca_cert(current.options):
+        return "options.caCert"
+    return None
 
 
 @router.delete(

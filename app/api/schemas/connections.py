@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+from cryptography import x509
 from pydantic import (
     AfterValidator,
     ConfigDict,
@@ -36,6 +37,7 @@ __all__ = [
 
 DEFAULT_PORTS = {DbType.POSTGRESQL: 5432, DbType.MYSQL: 3306, DbType.MARIADB: 3306}
 MAX_TIMEOUT_SECONDS = 3600
+MAX_CA_CERT_CHARS = 64 * 1024
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -102,6 +104,19 @@ _CREATE_EXAMPLE: dict[str, JsonValue] = {
 }
 
 
+def _check_pem(value: str) -> str:
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        raise ValueError("must be PEM certificates (-----BEGIN CERTIFICATE-----)") from None
+    if not certificates:
+        raise ValueError("must hold at least one certificate")
+    return value
+
+
+CaCert = Annotated[str, Field(max_length=MAX_CA_CERT_CHARS), AfterValidator(_check_pem)]
+
+
 class ConnectionOptions(ApiModel):
     """Driver options; unknown keys are refused rather than silently ignored."""
 
@@ -110,12 +125,18 @@ class ConnectionOptions(ApiModel):
     ssl: SslMode | None = Field(
         default=None,
         description="TLS mode: disable | prefer | require | verify-ca | verify-full "
-        "(default: prefer on PostgreSQL, disable on MySQL/MariaDB)",
+        "(default: prefer on PostgreSQL, disable on MySQL/MariaDB). Use verify-full for "
+        "anything not on loopback.",
+    )
+    ca_cert: CaCert | None = Field(
+        default=None,
+        description="PEM CA certificate(s) that verify-ca / verify-full trust instead of the "
+        "system store (a private CA)",
     )
 
     def stored(self) -> dict[str, Any]:
-        """The form kept in the registry: only what was set."""
-        return self.model_dump(exclude_none=True)
+        """The form kept in the registry: only what was set, by wire name (``caCert``)."""
+        return self.model_dump(exclude_none=True, by_alias=True)
 
 
 class ConnectionCreate(ApiModel):
@@ -151,7 +172,9 @@ class ConnectionCreate(ApiModel):
 
 
 class ConnectionUpdate(ApiModel):
-    """A partial change: only the fields present are changed. A new host needs ``password``."""
+    """A partial change: only the fields present are changed. Credentials that would go
+    somewhere new (host, port, username, database, dbType, a weaker TLS mode) need
+    ``password`` again."""
 
     model_config = ConfigDict(
         extra="forbid",
