@@ -2,26 +2,35 @@
 
 The URL is built with ``URL.create()`` (its repr masks the password); credentials and
 address also go to the driver explicitly, so nothing is filled in from ``PG*``
-environment variables, ``~/.pgpass`` or a service file.
+environment variables, ``~/.pgpass`` or a service file. Every new connection first
+passes ``DBPOOL_ALLOWED_HOSTS`` (``allowlist.checked_address``) and goes to the address
+that was checked; TLS contexts come from ``tls``.
 """
 
 from __future__ import annotations
 
-import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.engine import URL, Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from app.domain import ConnectionConfig, DbType
+from app.errors import HostNotAllowed
+from app.pools.allowlist import Resolve, checked_address, system_resolve
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import attach_session_events
+from app.pools.tls import mysql_ssl, pg_ssl
 from app.pools.translate import translate_error
 from app.settings import Settings
 
-__all__ = ["build_engine", "connect_args", "engine_url"]
+__all__ = ["OnRefused", "build_engine", "connect_args", "engine_url"]
+
+OnRefused = Callable[[HostNotAllowed], None]
 
 # Never read: handing asyncpg a path that does not exist stops it looking in $HOME.
 _NO_FILE = str(Path("/nonexistent/dbpool/no-such-file"))
@@ -71,7 +80,7 @@ def _pg_connect_args(config: ConnectionConfig) -> dict[str, Any]:
         "database": config.database,
         "passfile": _NO_FILE,
         "servicefile": _NO_FILE,
-        "ssl": _ssl_mode(config, default="prefer"),  # asyncpg takes libpq's words
+        "ssl": pg_ssl(config),
         "timeout": config.connection_timeout,
         # Startup-packet settings survive RESET ALL on return.
         "server_settings": settings,
@@ -93,32 +102,23 @@ def _mysql_connect_args(config: ConnectionConfig) -> dict[str, Any]:
         # /query statement commits on its own, a /transaction begins explicitly.
         "autocommit": True,
     }
-    context = _mysql_ssl_context(_ssl_mode(config, default="disable"))
+    context = mysql_ssl(config)
     if context is not None:
         args["ssl"] = context
     return args
 
 
-def _ssl_mode(config: ConnectionConfig, *, default: str) -> str:
-    """The registered TLS mode (``options.ssl``; ``sslmode`` from older registrations)."""
-    mode = config.options.get("ssl") or config.options.get("sslmode") or default
-    return str(mode)
+def build_engine(
+    config: ConnectionConfig,
+    settings: Settings,
+    *,
+    on_refused: OnRefused | None = None,
+    resolve: Resolve = system_resolve,
+) -> AsyncEngine:
+    """One engine, bounded at ``max_connections``, with the session hygiene hooks attached.
 
-
-def _mysql_ssl_context(mode: str) -> ssl.SSLContext | None:
-    """aiomysql/asyncmy take an ``SSLContext``; ``prefer`` means no TLS there."""
-    if mode in ("disable", "prefer"):
-        return None
-    context = ssl.create_default_context()
-    if mode != "verify-full":
-        context.check_hostname = False
-    if mode == "require":
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def build_engine(config: ConnectionConfig, settings: Settings) -> AsyncEngine:
-    """One engine, bounded at ``max_connections``, with the session hygiene hooks attached."""
+    ``on_refused`` hears of a new connection the allowlist refused (the pool then goes);
+    ``resolve`` is the name resolver the allowlist uses (the system's)."""
     engine = create_async_engine(
         engine_url(config, settings),
         connect_args=connect_args(config),
@@ -138,8 +138,28 @@ def build_engine(config: ConnectionConfig, settings: Settings) -> AsyncEngine:
         logging_name=config.pool_name,
     )
     attach_session_events(engine, config)
+    _check_allowlist(engine, config, settings, on_refused, resolve)
     _translate_errors(engine, config)
     return engine
+
+
+def _check_allowlist(engine: AsyncEngine, config: ConnectionConfig, settings: Settings,
+                     on_refused: OnRefused | None, resolve: Resolve) -> None:
+    """Before every new connection: resolve, check every address, connect to the checked
+    one (``do_connect`` runs in SQLAlchemy's greenlet, so it may await)."""
+    rules = settings.allowed_host_rules()
+    if not rules:
+        return
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _on_connect(dialect: Dialect, record: ConnectionPoolEntry, cargs: Any,
+                    cparams: dict[str, Any]) -> None:
+        try:
+            cparams["host"] = await_only(checked_address(config.host, rules, resolve))
+        except HostNotAllowed as exc:
+            if on_refused is not None:
+                on_refused(exc)
+            raise
 
 
 def _translate_errors(engine: AsyncEngine, config: ConnectionConfig) -> None:

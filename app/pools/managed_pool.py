@@ -24,8 +24,9 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig
-from app.errors import DatabaseError, DbAuthFailed, DbUnavailable, PoolExhausted
+from app.errors import DatabaseError, DbAuthFailed, DbUnavailable, HostNotAllowed, PoolExhausted
 from app.pools.accounting import PoolAccounting
+from app.pools.allowlist import Resolve, system_resolve
 from app.pools.breaker import CircuitBreaker
 from app.pools.engine_factory import build_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
@@ -59,13 +60,18 @@ class ManagedPool:
         clock: Callable[[], float] = time.monotonic,
         recreations: int = 0,
         metrics: PoolMetrics | None = None,
+        on_refused: Callable[[ManagedPool], None] | None = None,
+        resolve: Resolve = system_resolve,
     ) -> None:
         self.config = config
         self._metrics = metrics
         self._clock = clock
         self._timeout = config.connection_timeout
         self._hygiene = hygiene_timeout(config)
-        self.engine: AsyncEngine = build_engine(config, settings)
+        self._on_refused = on_refused
+        self.engine: AsyncEngine = build_engine(
+            config, settings, on_refused=self._refused, resolve=resolve
+        )
         self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
         self._breaker = CircuitBreaker(
             config.pool_name, clock=clock,
@@ -199,6 +205,8 @@ class ManagedPool:
         try:
             async with asyncio.timeout(self._timeout):
                 conn = await self.engine.connect()
+        except HostNotAllowed:
+            raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:
             error = self._connect_error(exc)
             self._connect_failed(error)
@@ -231,9 +239,17 @@ class ManagedPool:
             await conn.close()
         except DatabaseError:
             pass  # recorded on the breaker: it has scheduled the next probe
+        except HostNotAllowed:
+            pass  # the pool is being dropped (``_refused``)
         finally:
             self._gate.release()
             self._last_health_check_at = datetime.now(UTC)
+
+    def _refused(self, error: HostNotAllowed) -> None:
+        log.warning("the allowlist refused a new connection; the pool is dropped",
+                    extra={"pool": self.config.pool_name})
+        if self._on_refused is not None:
+            self._on_refused(self)
 
     def _connect_error(self, exc: Exception) -> DatabaseError:
         error = translate_error(

@@ -90,7 +90,8 @@ class PoolManager:
                 ):
                     continue  # invalidated while we read the registry: read it again
                 pool = ManagedPool(
-                    config, self._settings, clock=self._clock, metrics=self._metrics
+                    config, self._settings, clock=self._clock, metrics=self._metrics,
+                    on_refused=self._refused,
                 )
                 self._pools[connection_id] = pool
             log.info(
@@ -133,6 +134,7 @@ class PoolManager:
                 clock=self._clock,
                 recreations=old.recreations + 1,
                 metrics=self._metrics,
+                on_refused=self._refused,
             )
             new.mark_degraded(old.snapshot().last_health_check_at)
             self._pools[connection_id] = new
@@ -141,6 +143,18 @@ class PoolManager:
         log.warning("unhealthy pool rebuilt", extra={"connection_id": connection_id,
                                                      "recreations": new.recreations})
         self._close_later(old, grace=_in_flight_bound(old))
+
+    def _refused(self, pool: ManagedPool) -> None:
+        """The allowlist refused a new connection of ``pool``: drop it (once), so the next
+        request builds afresh from the registry and is checked again. Synchronous (no await
+        between the decision and the change), so no lock is needed."""
+        cid = pool.config.id
+        if self._pools.get(cid) is not pool:
+            return
+        del self._pools[cid]
+        self._generations[cid] = self._generations.get(cid, 0) + 1
+        self._forget_metrics(cid)
+        self._close_later(pool, grace=_in_flight_bound(pool))
 
     async def sync_versions(self) -> None:
         """Invalidate pools whose registry row changed or went (edits by other replicas)."""

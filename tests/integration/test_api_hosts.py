@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.api.hosts import ensure_host_allowed
 from app.errors import HostNotAllowed
+from app.pools.allowlist import ensure_host_allowed
 from app.settings import Settings
 from tests.support.api import (
     ADMIN,
