@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import QueryError, TableNotFound
-from app.pools.encoding import RowFormat
+from app.pools.encoding import ResultBudget, RowFormat
 from app.pools.query import Discard, QueryResult, run_query
 
 __all__ = ["TableInfo", "can_write", "list_tables", "read_rows"]
@@ -103,8 +103,9 @@ async def read_rows(
     offset: int = 0,
     row_format: RowFormat = "object",
     discard: Discard | None = None,
+    budget: ResultBudget | None = None,
 ) -> QueryResult:
-    """``SELECT *`` of one catalogued table, ``limit`` rows from ``offset``."""
+    """``SELECT *`` of one catalogued table, ``limit`` rows from ``offset``, within ``budget``."""
     found_schema = await _find(conn, config, table, schema, discard)
     quoted = conn.dialect.identifier_preparer.format_table(sa.table(table, schema=found_schema))
     if config.db_type is DbType.POSTGRESQL:
@@ -112,7 +113,7 @@ async def read_rows(
     else:
         sql = f"SELECT * FROM {quoted} LIMIT %s OFFSET %s"
     return await run_query(conn, config, sql, [limit, offset], max_rows=limit,
-                           row_format=row_format, discard=discard)
+                           row_format=row_format, discard=discard, budget=budget)
 
 
 async def _find(conn: AsyncConnection, config: ConnectionConfig, table: str,

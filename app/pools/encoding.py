@@ -21,6 +21,11 @@ PG ranges                                PostgreSQL's text form, e.g. "[1,5)"
 anything else (inet, geometry, money)    ``str(value)``
 =======================================  ==============================================
 
+Size (``ResultBudget``): rows are encoded in slices and each slice's JSON size is charged
+to the response's budget, so a result past ``DBPOOL_MAX_RESPONSE_BYTES`` (or a transaction
+past its total-row cap) stops at the first slice beyond it with ``ResultTooLarge``: neither
+the rest of the encoded rows nor the response body is ever built.
+
 Parameters in (``coerce_pg_params``): asyncpg wants Python objects of the exact
 parameter type, so ISO strings become dates, UUIDs, Decimals and dicts/lists become
 JSON text where PostgreSQL expects those types.
@@ -38,9 +43,13 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
+from pydantic_core import to_json
+
+from app.errors import ResultTooLarge
 
 __all__ = [
     "ColumnEncoder",
+    "ResultBudget",
     "RowFormat",
     "coerce_pg_params",
     "encode_rows",
@@ -52,6 +61,38 @@ RowFormat = Literal["object", "array"]
 ColumnEncoder = Callable[[Any], Any]
 
 _PASS_THROUGH = (int, bool, str, type(None))
+# Rows encoded (and measured) at a time: a result past the cap stops within one slice.
+_SLICE = 256
+
+
+class ResultBudget:
+    """What one response may still hold: encoded bytes and, across a transaction, rows."""
+
+    __slots__ = ("bytes_left", "max_bytes", "max_rows", "rows_left")
+
+    def __init__(self, max_bytes: int, max_rows: int | None = None) -> None:
+        self.max_bytes = self.bytes_left = max_bytes
+        self.max_rows = max_rows
+        self.rows_left = max_rows
+
+    def charge(self, encoded: list[Any]) -> None:
+        """Count ``encoded`` rows against the budget; ``ResultTooLarge`` once it is spent."""
+        if self.rows_left is not None:
+            self.rows_left -= len(encoded)
+            if self.rows_left < 0:
+                raise ResultTooLarge(
+                    f"the results hold more than {self.max_rows} rows in all "
+                    "(DBPOOL_MAX_TRANSACTION_ROWS): select fewer rows, or split the work",
+                    details={"maxRows": self.max_rows},
+                )
+        self.bytes_left -= len(to_json(encoded))
+        if self.bytes_left < 0:
+            raise ResultTooLarge(
+                f"the response would be larger than {self.max_bytes} bytes "
+                "(DBPOOL_MAX_RESPONSE_BYTES): select fewer rows or columns, lower maxRows, "
+                "or page with LIMIT/OFFSET",
+                details={"maxBytes": self.max_bytes},
+            )
 
 
 def encode_rows(
@@ -60,9 +101,23 @@ def encode_rows(
     *,
     json_columns: frozenset[int] = frozenset(),
     row_format: RowFormat = "object",
+    budget: ResultBudget | None = None,
 ) -> list[Any]:
-    """Encode ``rows`` for JSON as objects keyed by column, or as arrays."""
+    """Encode ``rows`` for JSON as objects keyed by column, or as arrays; with a ``budget``,
+    slice by slice, each charged to it (``ResultTooLarge`` when it is spent)."""
     encoders = _column_encoders(len(columns), rows, json_columns)
+    if budget is None:
+        return _encode(columns, rows, encoders, row_format)
+    encoded: list[Any] = []
+    for start in range(0, len(rows), _SLICE):
+        part = _encode(columns, rows[start:start + _SLICE], encoders, row_format)
+        budget.charge(part)
+        encoded += part
+    return encoded
+
+
+def _encode(columns: Sequence[str], rows: Sequence[Sequence[Any]],
+            encoders: dict[int, ColumnEncoder], row_format: RowFormat) -> list[Any]:
     if encoders:
         rows = [_apply(row, encoders) for row in rows]
     if row_format == "array":

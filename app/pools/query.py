@@ -8,9 +8,15 @@ rows can be limited at the source:
   with a row limit of ``max_rows + 1`` on the unnamed portal, so the server stops
   producing rows: one round trip. Outside a transaction a statement commits on its own.
   Inside ``/transaction`` statements are prepared fresh (never a stale cached plan).
-- MySQL/MariaDB: sessions run in autocommit; an unbuffered (server-side) cursor,
-  ``fetchmany(max_rows + 1)``; when there is more, the rest is never read: ``KILL QUERY``
-  stops the server and the connection is discarded (draining it would read every row).
+- MySQL/MariaDB: sessions run in autocommit; an unbuffered (server-side) cursor read in
+  slices up to ``max_rows + 1`` rows; when there is more, the rest is never read: ``KILL
+  QUERY`` stops the server and the connection is discarded (draining it would read every row).
+
+Size: every encoded slice of rows is charged to the request's ``ResultBudget``
+(``DBPOOL_MAX_RESPONSE_BYTES``, and a transaction's total-row cap). Past it the request fails
+with ``RESULT_TOO_LARGE``: MySQL/MariaDB stop reading rows there (the connection is then
+discarded like a truncated one); PostgreSQL has read at most ``max_rows + 1`` rows of the
+statement in its one round trip, and neither their encoding nor the body is finished.
 
 A connection found dead before anything of the request was sent (the loop saw the server
 close it after checkout, or the driver refused before writing) raises ``SentNothing``;
@@ -51,9 +57,9 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
-from app.errors import DatabaseError, DbPoolError, QueryTimeout, ValidationFailed
+from app.errors import DatabaseError, DbPoolError, QueryTimeout, ResultTooLarge, ValidationFailed
 from app.pools.cancel import backend_id, cancel_on_server
-from app.pools.encoding import RowFormat, coerce_pg_params, encode_rows
+from app.pools.encoding import ResultBudget, RowFormat, coerce_pg_params, encode_rows
 from app.pools.lanes import Planned, for_session, plan
 from app.pools.session_reset import driver_closed
 from app.pools.stale import SentNothing, refused_before_send
@@ -83,6 +89,7 @@ _CLEAN_CODES = frozenset({"QUERY_ERROR", "READ_ONLY"})
 _TIMEOUT_MARGIN = 0.25  # the server's own limit fires first when it is the tighter one
 _MYSQL_JSON = 245
 _NO_BACKSLASH_ESCAPES = 0x200  # MySQL server_status flag: the session's sql_mode has it
+_MYSQL_SLICE = 128  # rows read from the wire between two budget checks
 _PG_JSON = frozenset({"json", "jsonb"})
 _PG_COUNT = re.compile(r"(\d+)$")
 # The SELECT takes the snapshot: from then on the transaction cannot be made writable.
@@ -141,9 +148,11 @@ async def run_query(
     timeout_seconds: float | None = None,
     row_format: RowFormat = "object",
     discard: Discard | None = None,
+    budget: ResultBudget | None = None,
 ) -> QueryResult:
-    """Run one statement (committed on success); at most ``max_rows`` rows come back."""
-    runner = _Runner(conn, config, max_rows, row_format)
+    """Run one statement (committed on success); at most ``max_rows`` rows come back, and
+    no more than ``budget`` allows (``ResultTooLarge``)."""
+    runner = _Runner(conn, config, max_rows, row_format, budget)
     started = time.perf_counter()
     result = await _guarded(runner, runner.query(Statement(sql=sql, params=params)),
                             effective_timeout(config, timeout_seconds), discard)
@@ -161,14 +170,15 @@ async def run_transaction(
     timeout_seconds: float | None = None,
     row_format: RowFormat = "object",
     discard: Discard | None = None,
+    budget: ResultBudget | None = None,
 ) -> TransactionResult:
     """All ``statements`` in order in one transaction, one commit; any failure rolls back all
     and the error's ``details.statementIndex`` names the statement. ``timeout_seconds`` bounds the
-    whole transaction."""
+    whole transaction; ``budget`` the rows and bytes of all the results together."""
     if isolation_level == "READ UNCOMMITTED" and config.db_type is DbType.POSTGRESQL:
         raise ValidationFailed("READ UNCOMMITTED is available on MySQL and MariaDB only",
                                details={"field": "isolationLevel"})
-    runner = _Runner(conn, config, max_rows, row_format)
+    runner = _Runner(conn, config, max_rows, row_format, budget)
     started = time.perf_counter()
     results = await _guarded(runner, runner.transaction(statements, isolation_level),
                              effective_timeout(config, timeout_seconds), discard)
@@ -200,6 +210,10 @@ async def _guarded(runner: _Runner, work: Awaitable[T], seconds: float,
                            "cancelled", details={"timeoutSeconds": seconds}) from None
     except SentNothing:
         await _shielded((discard or _invalidate)(runner.conn))  # nothing runs on the server
+        raise
+    except ResultTooLarge:
+        if runner.unread:  # stopped reading mid-result: rows remain on the wire
+            await _shielded(runner.abandon(discard))
         raise
     except DbPoolError as exc:
         if not isinstance(exc, DatabaseError) or exc.code in _CLEAN_CODES:
@@ -236,9 +250,10 @@ class _Runner:
     """One request's statements on one connection."""
 
     def __init__(self, conn: AsyncConnection, config: ConnectionConfig,
-                 max_rows: int, row_format: RowFormat) -> None:
+                 max_rows: int, row_format: RowFormat, budget: ResultBudget | None) -> None:
         self.conn, self.config = conn, config
         self.max_rows, self.row_format = max_rows, row_format
+        self.budget = budget
         self.backend: int | None = None
         self.unread = False
         self.sends = 0  # statements handed to the driver so far (each may reach the server)
@@ -308,6 +323,9 @@ class _Runner:
         for index, statement in enumerate(statements):
             try:
                 result = await run(statement)
+            except ResultTooLarge as exc:
+                exc.details["statementIndex"] = index
+                raise
             except Exception as exc:
                 if isinstance(exc, TimeoutError) or (
                         isinstance(exc, DbPoolError) and not isinstance(exc, DatabaseError)):
@@ -455,12 +473,11 @@ class _Runner:
             count = cursor.rowcount
             await cursor.close()
             return StatementResult(columns=[], rows=[], row_count=max(count, 0), truncated=False)
-        rows = await cursor.fetchmany(self.max_rows + 1)
         columns = [d[0] for d in cursor.description]
         json_columns = frozenset(
             i for i, d in enumerate(cursor.description) if d[1] == _MYSQL_JSON
         )
-        result = self._result(columns, rows, json_columns)
+        result = await self._mysql_rows(cursor, columns, json_columns)
         if result.truncated and not in_transaction:
             # Never drained (that reads every row): killed and discarded instead. Inside a
             # transaction the work must be committed, so the rest is read and dropped.
@@ -469,12 +486,33 @@ class _Runner:
             await cursor.close()
         return result
 
+    async def _mysql_rows(self, cursor: Any, columns: list[str],
+                          json_columns: frozenset[int]) -> StatementResult:
+        """Up to ``max_rows + 1`` rows, read and encoded slice by slice, so that a result
+        past the budget stops being read at the first slice beyond it."""
+        encoded: list[Any] = []
+        truncated = False
+        while True:
+            wanted = min(_MYSQL_SLICE, self.max_rows + 1 - len(encoded))
+            rows = await cursor.fetchmany(wanted)
+            truncated = len(encoded) + len(rows) > self.max_rows
+            kept = rows[: self.max_rows - len(encoded)] if truncated else rows
+            try:
+                encoded += encode_rows(columns, kept, json_columns=json_columns,
+                                       row_format=self.row_format, budget=self.budget)
+            except ResultTooLarge:
+                self.unread = len(rows) == wanted  # the end was not reached
+                raise
+            if truncated or len(rows) < wanted:
+                return StatementResult(columns=columns, rows=encoded, row_count=len(encoded),
+                                       truncated=truncated)
+
     def _result(self, columns: list[str], rows: Sequence[Any],
                 json_columns: frozenset[int]) -> StatementResult:
         truncated = len(rows) > self.max_rows
         kept = rows[: self.max_rows] if truncated else rows
         encoded = encode_rows(columns, kept, json_columns=json_columns,
-                              row_format=self.row_format)
+                              row_format=self.row_format, budget=self.budget)
         return StatementResult(columns=columns, rows=encoded, row_count=len(encoded),
                                truncated=truncated)
 

@@ -33,6 +33,7 @@ from app.api.schemas.queries import (
 from app.domain import DbType
 from app.errors import DbPoolError
 from app.pools.catalogue import can_write, list_tables, read_rows
+from app.pools.encoding import ResultBudget
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
 from app.pools.query import QueryResult, Statement, run_query, run_transaction
@@ -59,6 +60,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "(SET, BEGIN, DDL, an unknown kind ...), on a read-only connection (READ_ONLY)",
         404: "No such connection (CONNECTION_NOT_FOUND) or table (TABLE_NOT_FOUND)",
         409: "The connection is inactive (CONNECTION_INACTIVE)",
+        413: "The result passes DBPOOL_MAX_RESPONSE_BYTES or the transaction's total-row cap "
+        "(RESULT_TOO_LARGE)",
         422: "A field failed validation (VALIDATION_ERROR): a missing parameter, more than "
         "one statement, unreadable SQL, transaction control inside /transaction",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
@@ -179,6 +182,7 @@ async def query(
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
             discard=pool.discard,
+            budget=ResultBudget(parts.settings.max_response_bytes),
         )
         return _query_response(result)
 
@@ -233,6 +237,8 @@ async def transaction(
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
             discard=pool.discard,
+            budget=ResultBudget(parts.settings.max_response_bytes,
+                                parts.settings.transaction_row_cap),
         )
         data = TransactionResultPublic(
             results=[
@@ -286,6 +292,7 @@ async def table_rows(
             limit=min(limit, parts.settings.max_rows),
             offset=offset,
             discard=pool.discard,
+            budget=ResultBudget(parts.settings.max_response_bytes),
         )
         data = QueryResultPublic.model_validate(result, from_attributes=True)
         return Envelope(data=data, message=f"{result.row_count} rows")
