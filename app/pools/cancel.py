@@ -1,31 +1,42 @@
-"""Stopping a running statement on the server, from outside its connection.
+"""Stopping a running statement on the server without going past the pool's budget.
 
-The connection running the statement is busy (or broken by a cancelled read), so the
-cancel travels on a short-lived side connection with the same credentials:
-PostgreSQL ``pg_cancel_backend(pid)`` (allowed for one's own role), MySQL/MariaDB
-``KILL QUERY <thread id>``. Every step is bounded in time; failing to cancel is
-logged, never raised: the caller discards the connection either way.
+The database never counts more than ``max_connections`` sessions of a pool's login:
+
+- A statement stopped by the server's own limit (``statement_timeout``,
+  ``max_statement_time``, ``max_execution_time``) leaves its connection clean: it goes back
+  to the pool (the query path treats that error as clean). No cancel, no replacement.
+- PostgreSQL, client timer or client disconnect: when the read is cancelled, asyncpg sends
+  the protocol's CancelRequest (no login, not a session) and the reset on return waits for
+  the server to acknowledge it, so the connection also comes back clean.
+- MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection. It goes over a
+  connection of the same pool in a free slot (an idle one, or one opened in that slot).
+  Only when every slot is busy does it use one short-lived extra connection (``side``), at
+  most one per pool at a time: the one documented excess over ``max_connections``. The
+  connection that ran the statement is then discarded, and its slot is freed only once the
+  server no longer lists its session.
+
+Every step is bounded in time; failing to cancel is logged, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import aiomysql
-import asyncpg
-import pymysql
-from pymysql.constants import ER
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig, DbType
-from app.pools.engine_factory import connect_args
+from app.pools.gate import FairGate
 
-__all__ = ["backend_id", "cancel_on_server"]
+__all__ = ["Canceller", "backend_id"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CANCEL_TIMEOUT = 3.0
+_GONE_POLL = 0.02
 
 
 def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
@@ -39,59 +50,97 @@ def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
         return None
 
 
-async def cancel_on_server(
-    config: ConnectionConfig, backend: int | None, *, within: float = DEFAULT_CANCEL_TIMEOUT
-) -> bool:
-    """Cancel whatever ``backend`` is running; True when the server accepted the cancel."""
-    if backend is None:
-        return False
-    try:
-        async with asyncio.timeout(within):
-            if config.db_type is DbType.POSTGRESQL:
-                return await _pg_cancel(config, backend)
-            return await _mysql_kill_query(config, backend)
-    except Exception as exc:
-        log.warning(
-            "cancelling a statement on the server failed",
-            extra={"connection_id": config.id, "error": type(exc).__name__},
-        )
-        return False
+def _driver(conn: AsyncConnection) -> Any | None:
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated or sync.closed:
+        return None
+    return sync.connection.driver_connection
 
 
-async def _pg_cancel(config: ConnectionConfig, pid: int) -> bool:
-    args = dict(connect_args(config))
-    args.pop("prepared_statement_cache_size", None)  # SQLAlchemy's, not asyncpg's
-    # Its own application_name: the pool's name counts only the pool's connections.
-    args["server_settings"] = {"application_name": f"{config.pool_name}/cancel"}
-    conn = await asyncpg.connect(**args)
+class Canceller:
+    """Discards one pool's connections, stopping what they run first (MySQL/MariaDB)."""
+
+    def __init__(self, config: ConnectionConfig, engine: AsyncEngine, gate: FairGate, *,
+                 timeout: float, side: Callable[[], AsyncEngine]) -> None:
+        self._config = config
+        self._engine = engine
+        self._gate = gate
+        self._timeout = timeout
+        self._side = side
+        self._side_lock = asyncio.Lock()  # at most one extra connection per pool
+
+    async def discard(self, conn: AsyncConnection) -> None:
+        """Make sure ``conn`` is never reused: stop its statement (MySQL/MariaDB), close it,
+        and return once the server no longer lists its session (bounded)."""
+        thread = None
+        if self._config.db_type.is_mysql_family:
+            driver = _driver(conn)
+            thread = None if driver is None else backend_id(driver, self._config.db_type)
+        if thread is None:
+            await self._invalidate(conn)
+            return
+        try:
+            async with asyncio.timeout(self._timeout), self._killer() as killer:
+                await _execute(killer, f"KILL QUERY {int(thread)}")
+                await self._invalidate(conn)
+                await self._wait_gone(killer, thread)
+        except Exception as exc:
+            log.warning("stopping a statement on the server failed",
+                        extra={"pool": self._config.pool_name, "error": type(exc).__name__})
+        await self._invalidate(conn)  # a no-op when done above
+
+    @asynccontextmanager
+    async def _killer(self) -> AsyncIterator[Any]:
+        """A driver connection to send the kill on: one of the pool's, in a free slot; else
+        the one extra connection."""
+        if self._gate.try_acquire():
+            try:
+                async with self._engine.connect() as conn:
+                    yield (await conn.get_raw_connection()).driver_connection
+            finally:
+                self._gate.release()
+            return
+        async with self._side_lock, self._side().connect() as conn:
+            log.info("every connection is busy: the kill uses the pool's one extra connection",
+                     extra={"pool": self._config.pool_name})
+            yield (await conn.get_raw_connection()).driver_connection
+
+    async def _wait_gone(self, killer: Any, thread: int) -> None:
+        sql = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {int(thread)}"
+        for _ in range(round(self._timeout / _GONE_POLL) + 1):  # polled: nothing to wait on
+            if not (await _fetch_one(killer, sql))[0]:
+                return
+            await asyncio.sleep(_GONE_POLL)
+
+    async def _invalidate(self, conn: AsyncConnection) -> None:
+        with suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await conn.invalidate()
+
+
+async def _cursor(driver: Any) -> Any:
+    cursor = driver.cursor()
+    return await cursor if inspect.isawaitable(cursor) else cursor  # aiomysql | asyncmy
+
+
+async def _execute(driver: Any, sql: str) -> None:
+    cursor = await _cursor(driver)
     try:
-        return bool(await conn.fetchval("SELECT pg_cancel_backend($1)", pid))
+        await cursor.execute(sql)
     finally:
-        conn.terminate()
+        await _close(cursor)
 
 
-async def _mysql_kill_query(config: ConnectionConfig, thread_id: int) -> bool:
-    args = connect_args(config)
-    conn = await aiomysql.connect(
-        host=config.host,
-        port=config.port,
-        user=config.username,
-        db=config.database,
-        password=args["password"],
-        connect_timeout=args["connect_timeout"],
-        ssl=args.get("ssl"),
-        charset="utf8mb4",
-        local_infile=False,
-    )
+async def _fetch_one(driver: Any, sql: str) -> Any:
+    cursor = await _cursor(driver)
     try:
-        async with conn.cursor() as cur:
-            await cur.execute("KILL QUERY %s", (int(thread_id),))
-    except pymysql.err.OperationalError as exc:
-        if exc.args[:1] != (ER.NO_SUCH_THREAD,):
-            raise
-        # "Unknown thread id": the connection, and its statement with it, has already ended.
-        # The driver closes a connection whose read was cancelled (a client hung up), and
-        # the server ends the thread as soon as its statement stops: nothing is left to kill.
+        await cursor.execute(sql)
+        return await cursor.fetchone()
     finally:
-        conn.close()
-    return True
+        await _close(cursor)
+
+
+async def _close(cursor: Any) -> None:
+    closed = cursor.close()
+    if inspect.isawaitable(closed):
+        await closed

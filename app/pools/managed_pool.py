@@ -28,7 +28,8 @@ from app.errors import DatabaseError, DbAuthFailed, DbUnavailable, HostNotAllowe
 from app.pools.accounting import PoolAccounting
 from app.pools.allowlist import Resolve, system_resolve
 from app.pools.breaker import CircuitBreaker
-from app.pools.engine_factory import build_engine
+from app.pools.cancel import Canceller
+from app.pools.engine_factory import build_engine, build_side_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
 from app.pools.metrics import PoolMetrics
@@ -73,6 +74,10 @@ class ManagedPool:
             config, settings, on_refused=self._refused, resolve=resolve
         )
         self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
+        self._side: AsyncEngine | None = None
+        self._side_args = (settings, resolve)
+        self._canceller = Canceller(config, self.engine, self._gate,
+                                    timeout=self._hygiene, side=self._side_engine)
         self._breaker = CircuitBreaker(
             config.pool_name, clock=clock,
             probe_max_interval=settings.probe_max_interval_seconds,
@@ -298,10 +303,15 @@ class ManagedPool:
             self._gate.release()
 
     async def discard(self, conn: AsyncConnection) -> None:
-        """Invalidate ``conn`` (e.g. after a cancelled statement): it is closed, never reused."""
-        with suppress(Exception):
-            async with asyncio.timeout(self._hygiene):
-                await conn.invalidate()
+        """Never reuse ``conn``: what it runs is stopped on the server (MySQL/MariaDB), it is
+        closed, and this returns once its session is gone (``cancel.Canceller``)."""
+        await self._canceller.discard(conn)
+
+    def _side_engine(self) -> AsyncEngine:
+        if self._side is None:
+            settings, resolve = self._side_args
+            self._side = build_side_engine(self.config, settings, resolve=resolve)
+        return self._side
 
     def record_query_error(self, code: str) -> None:
         """Count a failed statement (the query path reports it; never a connect failure)."""
@@ -395,6 +405,8 @@ class ManagedPool:
         try:
             async with asyncio.timeout(max(self._hygiene, 1.0)):
                 await self.engine.dispose()
+                if self._side is not None:
+                    await self._side.dispose()
         except Exception:
             log.warning("disposing the engine failed", exc_info=True,
                         extra={"pool": self.config.pool_name})

@@ -24,10 +24,12 @@ the pool then retries once on a fresh connection. Nothing the server may have re
 is ever retried.
 
 Timeouts: the effective timeout is ``min(config.query_timeout, timeout)``, enforced by
-the server's session limit (set by the engine factory) and by a client timer here; on
-expiry, or when the caller is cancelled (client disconnect), the statement is cancelled
-on the server and the connection discarded. A statement the database rejects leaves
-the connection clean (rolled back) and is raised as a ``DatabaseError``.
+the server's session limit (set by the engine factory) and by a client timer here. The
+server's own limit leaves the connection clean (like any statement the database rejects:
+rolled back, raised as a ``DatabaseError``). On the client timer's expiry, or when the
+caller is cancelled (client disconnect), the statement is stopped within the pool's budget
+(``cancel``): PostgreSQL through asyncpg's CancelRequest, the connection then coming back
+clean; MySQL/MariaDB by ``KILL QUERY`` and discarding the connection (``discard``).
 
 Every statement is first checked and bound by ``lanes.plan`` (one statement, no
 transaction control inside ``/transaction``, read-only rules), before anything is sent.
@@ -58,10 +60,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import DatabaseError, DbPoolError, QueryTimeout, ResultTooLarge, ValidationFailed
-from app.pools.cancel import backend_id, cancel_on_server
 from app.pools.encoding import ResultBudget, RowFormat, coerce_pg_params, encode_rows
 from app.pools.lanes import Planned, for_session, plan
-from app.pools.session_reset import driver_closed
+from app.pools.session_reset import driver_closed, mysql_session_statements
 from app.pools.stale import SentNothing, refused_before_send
 from app.pools.translate import translate_error
 
@@ -83,9 +84,9 @@ IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE", "R
 Discard = Callable[[AsyncConnection], Awaitable[None]]
 T = TypeVar("T")
 
-# A statement the database refused leaves the session usable; anything else (lost link,
-# server-side timeout, an unknown failure) and the connection is discarded.
-_CLEAN_CODES = frozenset({"QUERY_ERROR", "READ_ONLY"})
+# A statement the database refused or stopped at its own limit leaves the session usable;
+# anything else (lost link, an unknown failure) and the connection is discarded.
+_CLEAN_CODES = frozenset({"QUERY_ERROR", "READ_ONLY", "QUERY_TIMEOUT"})
 _TIMEOUT_MARGIN = 0.25  # the server's own limit fires first when it is the tighter one
 _MYSQL_JSON = 245
 _NO_BACKSLASH_ESCAPES = 0x200  # MySQL server_status flag: the session's sql_mode has it
@@ -152,10 +153,11 @@ async def run_query(
 ) -> QueryResult:
     """Run one statement (committed on success); at most ``max_rows`` rows come back, and
     no more than ``budget`` allows (``ResultTooLarge``)."""
-    runner = _Runner(conn, config, max_rows, row_format, budget)
+    seconds = effective_timeout(config, timeout_seconds)
+    runner = _Runner(conn, config, max_rows, row_format, budget, seconds)
     started = time.perf_counter()
     result = await _guarded(runner, runner.query(Statement(sql=sql, params=params)),
-                            effective_timeout(config, timeout_seconds), discard)
+                            seconds, discard)
     return QueryResult(columns=result.columns, rows=result.rows, row_count=result.row_count,
                        truncated=result.truncated, duration_ms=_since(started))
 
@@ -178,10 +180,11 @@ async def run_transaction(
     if isolation_level == "READ UNCOMMITTED" and config.db_type is DbType.POSTGRESQL:
         raise ValidationFailed("READ UNCOMMITTED is available on MySQL and MariaDB only",
                                details={"field": "isolationLevel"})
-    runner = _Runner(conn, config, max_rows, row_format, budget)
+    seconds = effective_timeout(config, timeout_seconds)
+    runner = _Runner(conn, config, max_rows, row_format, budget, seconds)
     started = time.perf_counter()
     results = await _guarded(runner, runner.transaction(statements, isolation_level),
-                             effective_timeout(config, timeout_seconds), discard)
+                             seconds, discard)
     return TransactionResult(results=results, duration_ms=_since(started))
 
 
@@ -194,18 +197,20 @@ def _since(started: float) -> float:
 
 async def _guarded(runner: _Runner, work: Awaitable[T], seconds: float,
                    discard: Discard | None) -> T:
-    # When the session's own limit is the tighter one, let the server fire first.
-    margin = _TIMEOUT_MARGIN if seconds >= runner.config.query_timeout else 0.0
+    # When the session's own limit is the one that applies, let the server fire first
+    # (MySQL/MariaDB sessions get the request's tighter limit too: ``_Runner.tighten``).
+    server_limit = seconds >= runner.config.query_timeout or runner.config.db_type.is_mysql_family
+    margin = _TIMEOUT_MARGIN if server_limit else 0.0
     try:
         async with asyncio.timeout(seconds + margin) as limit:
             result = await work
     except asyncio.CancelledError:
-        await _shielded(runner.abandon(discard))
+        await _shielded(runner.stop(discard))
         raise
     except TimeoutError:
         if not limit.expired():
             raise
-        await _shielded(runner.abandon(discard))
+        await _shielded(runner.stop(discard))
         raise QueryTimeout(f"The statement ran past its timeout of {seconds:g} s and was "
                            "cancelled", details={"timeoutSeconds": seconds}) from None
     except SentNothing:
@@ -250,11 +255,11 @@ class _Runner:
     """One request's statements on one connection."""
 
     def __init__(self, conn: AsyncConnection, config: ConnectionConfig,
-                 max_rows: int, row_format: RowFormat, budget: ResultBudget | None) -> None:
+                 max_rows: int, row_format: RowFormat, budget: ResultBudget | None,
+                 seconds: float) -> None:
         self.conn, self.config = conn, config
         self.max_rows, self.row_format = max_rows, row_format
-        self.budget = budget
-        self.backend: int | None = None
+        self.budget, self.seconds = budget, seconds
         self.unread = False
         self.sends = 0  # statements handed to the driver so far (each may reach the server)
 
@@ -277,13 +282,17 @@ class _Runner:
         driver = raw.driver_connection
         if driver_closed(driver):
             raise SentNothing("the server closed the connection before the statement was sent")
-        self.backend = backend_id(driver, self.config.db_type)
         return driver
 
     async def abandon(self, discard: Discard | None) -> None:
         """Stop the statement on the server, then make sure the connection is never reused."""
-        await cancel_on_server(self.config, self.backend)
         await (discard or _invalidate)(self.conn)
+
+    async def stop(self, discard: Discard | None) -> None:
+        """The statement's read was cancelled (client timer, client gone). PostgreSQL: asyncpg
+        sent the CancelRequest, and the reset on return waits for it: nothing to do here."""
+        if self.config.db_type.is_mysql_family:
+            await self.abandon(discard)
 
     def _plan(self, statement: Statement, driver: Any, index: int | None) -> Planned:
         """Checked and bound before anything is sent, for the session's current mode."""
@@ -300,6 +309,8 @@ class _Runner:
         driver = await self._driver()
         planned = self._plan(statement, driver, None)
         postgres = self.config.db_type is DbType.POSTGRESQL
+        if not postgres:
+            await self._tighten(driver)
         if not self.config.read_only:
             if postgres:
                 return await self._pg(driver, planned, in_transaction=False)
@@ -428,6 +439,7 @@ class _Runner:
 
     async def _mysql_transaction(self, driver: Any, statements: Sequence[Planned],
                                  isolation: IsolationLevel | None) -> list[StatementResult]:
+        await self._tighten(driver)
         if isolation:  # applies to the next transaction: the one begun below
             self._sending()
             await _mysql_exec(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
@@ -439,6 +451,18 @@ class _Runner:
             raise
         await driver.commit()
         return results
+
+    async def _tighten(self, driver: Any) -> None:
+        """A request timeout tighter than the connection's becomes the session's limit for
+        this request (the reset on return restores it), so the server stops the statement
+        itself and no ``KILL QUERY`` (another connection) is needed."""
+        if self.seconds >= self.config.query_timeout:
+            return
+        mariadb = "mariadb" in str(driver.get_server_info()).lower()
+        statements = mysql_session_statements(mariadb=mariadb, query_timeout=self.seconds,
+                                              read_only=False)
+        self._sending()
+        await _mysql_exec(driver, statements[0])
 
     async def _mysql_read_only(self, driver: Any, planned: Planned) -> StatementResult:
         await self._mysql_begin(driver)
