@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,3 +150,27 @@ async def test_fixed_paths_are_not_taken_for_ids(client: httpx.AsyncClient) -> N
     response = await client.get(f"{BASE}/pool-status", headers=ADMIN)
     assert response.status_code == 200, response.text
     assert response.json()["success"] is True
+
+
+async def test_readyz_asks_the_registry_at_most_once_a_second(registry_url: str) -> None:
+    from sqlalchemy import event
+
+    from app.api.routes.health import READY_CACHE_SECONDS
+
+    app = create_app(make_settings(registry_url), configure_logs=False)
+    async with app.router.lifespan_context(app):
+        statements: list[str] = []
+        event.listen(app.state.readiness.engine.sync_engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = await asyncio.gather(*(client.get("/readyz") for _ in range(20)))
+            assert {r.status_code for r in answers} == {200}
+            asked = len(statements)
+            assert asked >= 1
+            for _ in range(10):
+                assert (await client.get("/readyz")).status_code == 200
+            assert len(statements) == asked, "a probe within the second asked the registry again"
+            await asyncio.sleep(READY_CACHE_SECONDS + 0.1)
+            assert (await client.get("/readyz")).status_code == 200
+            assert len(statements) > asked, "the cached answer never expired"

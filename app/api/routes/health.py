@@ -54,7 +54,7 @@ class ReadinessCheck:
     """The registry check behind ``/readyz``, run at most once per ``ttl`` seconds."""
 
     def __init__(self, engine: AsyncEngine, *, ttl: float = READY_CACHE_SECONDS) -> None:
-        self._engine = engine
+        self.engine = engine
         self._ttl = ttl
         self._lock = asyncio.Lock()
         self._checked_at = -float("inf")
@@ -64,7 +64,7 @@ class ReadinessCheck:
         """Why the service is not ready, or None."""
         async with self._lock:
             if time.monotonic() - self._checked_at >= self._ttl:
-                self._reason = await _not_ready_reason(self._engine)
+                self._reason = await _not_ready_reason(self.engine)
                 self._checked_at = time.monotonic()
             return self._reason
 
