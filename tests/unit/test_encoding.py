@@ -9,8 +9,16 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+from pydantic_core import to_json
 
-from app.pools.encoding import coerce_pg_params, encode_rows, encode_value, iso_duration
+from app.errors import ResultTooLarge
+from app.pools.encoding import (
+    ResultBudget,
+    coerce_pg_params,
+    encode_rows,
+    encode_value,
+    iso_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -93,3 +101,21 @@ def test_coerce_pg_params() -> None:
         dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
         uuid.UUID(int=5), Decimal("1.1"), '{"a": 1}', "7", "true", "x", None, "not-a-date",
     ]
+
+
+def test_budget_keeps_the_json_it_measured_and_stops_at_the_caps() -> None:
+    columns = ["id", "name"]
+    rows = [(i, f"n{i}") for i in range(600)]  # three slices
+    budget = ResultBudget(1 << 20, keep_json=True)
+    encoded = encode_rows(columns, rows, budget=budget)
+    assert json.loads(budget.rows_json()) == encoded == json.loads(to_json(encoded))
+    assert json.loads(ResultBudget(1 << 20, keep_json=True).rows_json()) == []
+    small = ResultBudget(2048)
+    with pytest.raises(ResultTooLarge) as too_big:
+        encode_rows(columns, rows, budget=small)
+    assert too_big.value.details == {"maxBytes": 2048}
+    counted = ResultBudget(1 << 20, max_rows=700)
+    encode_rows(columns, rows, budget=counted)
+    with pytest.raises(ResultTooLarge) as too_many:
+        encode_rows(columns, rows, budget=counted)
+    assert too_many.value.details == {"maxRows": 700}

@@ -173,6 +173,7 @@ async def query(
     parts: QueryParts,
 ) -> Envelope[QueryResultPublic] | Response:
     async def work(pool: ManagedPool, conn: AsyncConnection) -> Response:
+        budget = ResultBudget(parts.settings.max_response_bytes, keep_json=True)
         result = await run_query(
             conn,
             pool.config,
@@ -182,31 +183,29 @@ async def query(
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
             discard=pool.discard,
-            budget=ResultBudget(parts.settings.max_response_bytes),
+            budget=budget,
         )
-        return _query_response(result)
+        return _query_response(result, budget.rows_json())
 
     return await _watched(request, _on_connection(parts.pools, connection_id, work))
 
 
-def _query_response(result: QueryResult) -> Response:
-    """The ``Envelope[QueryResultPublic]`` body, encoded once by pydantic-core's serializer.
+def _query_response(result: QueryResult, rows_json: bytes) -> Response:
+    """The ``Envelope[QueryResultPublic]`` body around ``rows_json``, the rows as the budget
+    measured them (so they are serialized once, by pydantic-core).
 
     The rows are JSON-ready already (``encode_rows``), so validating them again through the
     response model would only cost time; ``response_model`` still documents the shape.
     """
-    body = {
-        "success": True,
-        "data": {
-            "columns": result.columns,
-            "rows": result.rows,
-            "rowCount": result.row_count,
-            "truncated": result.truncated,
-            "durationMs": result.duration_ms,
-        },
-        "message": f"{result.row_count} rows",
-    }
-    return Response(to_json(body), media_type="application/json")
+    data = to_json({
+        "columns": result.columns,
+        "rowCount": result.row_count,
+        "truncated": result.truncated,
+        "durationMs": result.duration_ms,
+    })
+    body = b"".join((b'{"success":true,"data":{"rows":', rows_json, b",", data[1:],
+                     b',"message":', to_json(f"{result.row_count} rows"), b"}"))
+    return Response(body, media_type="application/json")
 
 
 @router.post(
