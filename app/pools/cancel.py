@@ -7,7 +7,8 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   to the pool (the query path treats that error as clean). No cancel, no replacement.
 - PostgreSQL, client timer or client disconnect: when the read is cancelled, asyncpg sends
   the protocol's CancelRequest (no login, not a session) and the reset on return waits for
-  the server to acknowledge it, so the connection also comes back clean.
+  the server to acknowledge it, so the connection also comes back clean. A connection that
+  must be discarded is closed gracefully: the server hangs up once the backend is gone.
 - MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection. It goes over a
   connection of the same pool in a free slot (an idle one, or one opened in that slot).
   Only when every slot is busy does it use one short-lived extra connection (``side``), at
@@ -72,10 +73,12 @@ class Canceller:
     async def discard(self, conn: AsyncConnection) -> None:
         """Make sure ``conn`` is never reused: stop its statement (MySQL/MariaDB), close it,
         and return once the server no longer lists its session (bounded)."""
-        thread = None
-        if self._config.db_type.is_mysql_family:
-            driver = _driver(conn)
-            thread = None if driver is None else backend_id(driver, self._config.db_type)
+        driver = _driver(conn)
+        if not self._config.db_type.is_mysql_family:
+            await self._close_pg(driver)
+            await self._invalidate(conn)
+            return
+        thread = None if driver is None else backend_id(driver, self._config.db_type)
         if thread is None:
             await self._invalidate(conn)
             return
@@ -88,6 +91,14 @@ class Canceller:
             log.warning("stopping a statement on the server failed",
                         extra={"pool": self._config.pool_name, "error": type(exc).__name__})
         await self._invalidate(conn)  # a no-op when done above
+
+    async def _close_pg(self, driver: Any | None) -> None:
+        """asyncpg's graceful close: Terminate, then wait for the server to hang up, which it
+        does once the backend has exited (its session is gone)."""
+        if driver is None or driver.is_closed():
+            return
+        with suppress(Exception):
+            await driver.close(timeout=self._timeout)
 
     @asynccontextmanager
     async def _killer(self) -> AsyncIterator[Any]:
