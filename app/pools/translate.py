@@ -16,6 +16,7 @@ the database's own words but never a password, a DSN or a bound parameter::
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -144,7 +145,7 @@ def _from_mysql(driver: BaseException, scrub: Scrub) -> DatabaseError | None:
     if len(args) < 2 or not isinstance(args[0], int):
         return None
     errno: int = args[0]
-    text = scrub(str(args[1]))
+    text = scrub(str(args[1]) + _tls_reason(driver))
     details: dict[str, Any] = {"errno": errno, "databaseMessage": text}
     sqlstate = getattr(driver, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
@@ -164,6 +165,16 @@ def _from_mysql(driver: BaseException, scrub: Scrub) -> DatabaseError | None:
             f"The database connection failed: {text}", details=details, retry_after=1.0
         )
     return QueryError(f"The database rejected the statement: {text}", details=details)
+
+
+def _tls_reason(driver: BaseException) -> str:
+    """The TLS failure behind a MySQL driver's generic "Can't connect" (its ``__cause__``)."""
+    cause = driver.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f" (TLS: certificate verify failed: {cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f" (TLS: {cause.reason or type(cause).__name__})"
+    return ""
 
 
 def _from_generic(exc: BaseException, driver: BaseException, scrub: Scrub) -> DatabaseError:
