@@ -67,7 +67,8 @@ class Canceller:
         self._engine = engine
         self._gate = gate
         self._timeout = timeout
-        self._side = side
+        self._new_side = side
+        self._side: AsyncEngine | None = None  # built on first need
         self._side_lock = asyncio.Lock()  # at most one extra connection per pool
 
     async def discard(self, conn: AsyncConnection) -> None:
@@ -111,10 +112,18 @@ class Canceller:
             finally:
                 self._gate.release()
             return
-        async with self._side_lock, self._side().connect() as conn:
-            log.info("every connection is busy: the kill uses the pool's one extra connection",
-                     extra={"pool": self._config.pool_name})
-            yield (await conn.get_raw_connection()).driver_connection
+        async with self._side_lock:
+            if self._side is None:
+                self._side = self._new_side()
+            async with self._side.connect() as conn:
+                log.info("every connection is busy: the kill uses the pool's one extra "
+                         "connection", extra={"pool": self._config.pool_name})
+                yield (await conn.get_raw_connection()).driver_connection
+
+    async def aclose(self) -> None:
+        """Dispose the extra connection's engine, if it was ever built."""
+        if self._side is not None:
+            await self._side.dispose()
 
     async def _wait_gone(self, killer: Any, thread: int) -> None:
         sql = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {int(thread)}"

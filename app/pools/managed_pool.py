@@ -74,10 +74,10 @@ class ManagedPool:
             config, settings, on_refused=self._refused, resolve=resolve
         )
         self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
-        self._side: AsyncEngine | None = None
-        self._side_args = (settings, resolve)
-        self._canceller = Canceller(config, self.engine, self._gate,
-                                    timeout=self._hygiene, side=self._side_engine)
+        self._canceller = Canceller(
+            config, self.engine, self._gate, timeout=self._hygiene,
+            side=lambda: build_side_engine(config, settings, resolve=resolve),
+        )
         self._breaker = CircuitBreaker(
             config.pool_name, clock=clock,
             probe_max_interval=settings.probe_max_interval_seconds,
@@ -307,12 +307,6 @@ class ManagedPool:
         closed, and this returns once its session is gone (``cancel.Canceller``)."""
         await self._canceller.discard(conn)
 
-    def _side_engine(self) -> AsyncEngine:
-        if self._side is None:
-            settings, resolve = self._side_args
-            self._side = build_side_engine(self.config, settings, resolve=resolve)
-        return self._side
-
     def record_query_error(self, code: str) -> None:
         """Count a failed statement (the query path reports it; never a connect failure)."""
         self._query_errors += 1
@@ -405,8 +399,7 @@ class ManagedPool:
         try:
             async with asyncio.timeout(max(self._hygiene, 1.0)):
                 await self.engine.dispose()
-                if self._side is not None:
-                    await self._side.dispose()
+                await self._canceller.aclose()
         except Exception:
             log.warning("disposing the engine failed", exc_info=True,
                         extra={"pool": self.config.pool_name})
