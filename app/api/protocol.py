@@ -1,8 +1,9 @@
 """The HTTP protocol ``dbpool serve`` runs: uvicorn's httptools protocol plus two bounds.
 
-- Headers deadline: each request's headers must arrive within ``header_timeout`` of the
-  connection opening or of the previous response (uvicorn's keep-alive timer stops at the
-  first byte, so a client dribbling headers would otherwise hold its connection for ever).
+- Headers deadline and size: each request's headers must arrive within ``header_timeout``
+  of the connection opening or of the previous response (uvicorn's keep-alive timer stops
+  at the first byte, so a client dribbling headers would otherwise hold its connection for
+  ever), and within ``MAX_HEADER_BYTES`` (else 431 and the connection is closed).
 - Bounded drain: a request refused from its headers (401, 403, 413) is answered while its
   body may still arrive; the rest of that body is read and dropped, so that the client
   (httpx included) reads the answer instead of a reset, but only up to ``drain_bytes`` and
@@ -21,11 +22,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.settings import Settings
 
-__all__ = ["DRAIN_BYTES", "EdgeProtocol", "check", "edge_protocol"]
+__all__ = ["DRAIN_BYTES", "MAX_HEADER_BYTES", "EdgeProtocol", "check", "edge_protocol"]
 
 DRAIN_BYTES = 64 * 1024 * 1024
-_HOOKS = ("connection_made", "connection_lost", "on_headers_complete", "on_body",
-          "on_message_complete", "on_response_complete")
+MAX_HEADER_BYTES = 64 * 1024
+_HOOKS = ("connection_made", "connection_lost", "data_received", "on_message_begin",
+          "on_headers_complete", "on_body", "on_message_complete", "on_response_complete")
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                      b"connection: close\r\n\r\n")
 
 
 class EdgeProtocol(HttpToolsProtocol):
@@ -38,6 +42,8 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
         self._drained = 0
+        self._header_bytes = 0
+        self._in_headers = True
         super().connection_made(transport)
         self._arm(self.header_timeout)
 
@@ -45,8 +51,25 @@ class EdgeProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Counted only while still in the headers once the chunk is parsed, so a chunk that
+        # ends the headers and starts the body never counts against them.
+        too_large = self._in_headers and self._header_bytes > MAX_HEADER_BYTES
+        if too_large and not self.transport.is_closing():
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._in_headers = True
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_headers = False
+        self._header_bytes = 0
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -58,6 +81,7 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_headers = True  # what comes next is the next request's headers
         if self.cycle.response_complete:  # drained: now wait for the next request's headers
             self._arm(self.header_timeout)
         super().on_message_complete()

@@ -168,6 +168,27 @@ def test_slow_headers_are_cut_and_the_concurrency_limit_holds(
             sock.close()
 
 
+def test_oversized_headers_are_refused_with_431(start_server: StartServer) -> None:
+    server = start_server()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100))
+    reply = b""
+    with _raw(server) as sock:
+        # 100 KiB of headers, past the 64 KiB limit. The server answers 431 and closes with
+        # the rest unread, so the client may see the answer or, as the kernel resets a socket
+        # closed with unread data, a reset: either way the connection is cut.
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: dbpool\r\n" + filler)
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+    with server.client() as http:  # a normal request with a body is unaffected
+        headers = {"X-Big": "b" * 30000}
+        assert http.post(CONNECTIONS, json={"name": "x" * 200000}, headers=headers
+                         ).status_code == 422
+
+
 def _non_loopback_address() -> str:
     """This machine's own non-loopback IPv4 address: a connection to it from here arrives
     with that address as its source, which is what a remote client looks like."""
