@@ -14,10 +14,10 @@ from pydantic.alias_generators import to_camel
 
 from app.api.deps import AdminParts, ConnectionId, QueryParts
 from app.api.errors import validation_failed
+from app.api.hosts import ensure_host_allowed
 from app.api.schemas.common import Envelope, ErrorEnvelope, Page
 from app.api.schemas.connections import ConnectionCreate, ConnectionPublic, ConnectionUpdate
 from app.domain import SSL_MODES, ca_cert, ssl_mode
-from app.pools.allowlist import ensure_host_allowed
 from app.registry.repository import ConnectionRecord, NewConnection
 from app.settings import HostRule
 
