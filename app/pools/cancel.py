@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+from pymysql.constants import ER
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig, DbType
@@ -85,9 +86,10 @@ class Canceller:
             return
         try:
             async with asyncio.timeout(self._timeout), self._killer() as killer:
-                await _execute(killer, f"KILL QUERY {int(thread)}")
+                alive = await _kill_query(killer, thread)
                 await self._invalidate(conn)
-                await self._wait_gone(killer, thread)
+                if alive:
+                    await self._wait_gone(killer, thread)
         except Exception as exc:
             log.warning("stopping a statement on the server failed",
                         extra={"pool": self._config.pool_name, "error": type(exc).__name__})
@@ -136,6 +138,19 @@ class Canceller:
         with suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await conn.invalidate()
+
+
+async def _kill_query(driver: Any, thread: int) -> bool:
+    """``KILL QUERY``; False when the thread has already ended ("Unknown thread id": the
+    driver closes a connection whose read was cancelled, and the server ends its thread as
+    soon as the statement stops)."""
+    try:
+        await _execute(driver, f"KILL QUERY {int(thread)}")
+    except Exception as exc:  # aiomysql's and asyncmy's own OperationalError
+        if exc.args[:1] == (ER.NO_SUCH_THREAD,):
+            return False
+        raise
+    return True
 
 
 async def _cursor(driver: Any) -> Any:
