@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.api.routes.health import READY_CACHE_SECONDS
 from app.registry.migrations import upgrade_to_head
 from tests.support import dbs
 from tests.support.api import (
@@ -121,6 +122,7 @@ async def test_registry_outage_is_503_and_existing_pools_keep_serving(
                    if r.levelno == logging.WARNING)  # fmt: skip
 
         proxy.restore()
+        await asyncio.sleep(READY_CACHE_SECONDS)  # /readyz keeps its answer that long
         assert (await client.get("/readyz")).status_code == 200
         assert (await client.get(BASE, headers=QUERY)).status_code == 200
         assert (await query(client, unbuilt)).status_code == 200
