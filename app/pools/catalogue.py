@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import QueryError, TableNotFound
-from app.pools.encoding import ResultBudget, RowFormat
+from app.pools.budget import ResultBudget
+from app.pools.encoding import RowFormat
 from app.pools.query import Discard, QueryResult, run_query
 
 __all__ = ["TableInfo", "can_write", "list_tables", "read_rows"]

@@ -60,7 +60,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.errors import DatabaseError, DbPoolError, QueryTimeout, ResultTooLarge, ValidationFailed
-from app.pools.encoding import ResultBudget, RowFormat, coerce_pg_params, encode_rows
+from app.pools.budget import ResultBudget
+from app.pools.encoding import RowFormat, coerce_pg_params, encode_rows
 from app.pools.lanes import Planned, for_session, plan
 from app.pools.session_reset import driver_closed, mysql_session_statements
 from app.pools.stale import SentNothing, refused_before_send

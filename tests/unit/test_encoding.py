@@ -12,13 +12,8 @@ import pytest
 from pydantic_core import to_json
 
 from app.errors import ResultTooLarge
-from app.pools.encoding import (
-    ResultBudget,
-    coerce_pg_params,
-    encode_rows,
-    encode_value,
-    iso_duration,
-)
+from app.pools.budget import ResultBudget
+from app.pools.encoding import coerce_pg_params, encode_rows, encode_value, iso_duration
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,8 @@ from app.api.schemas.queries import (
 )
 from app.domain import DbType
 from app.errors import DbPoolError
+from app.pools.budget import ResultBudget
 from app.pools.catalogue import can_write, list_tables, read_rows
-from app.pools.encoding import ResultBudget
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
 from app.pools.query import QueryResult, Statement, run_query, run_transaction
