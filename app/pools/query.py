@@ -88,7 +88,7 @@ T = TypeVar("T")
 # A statement the database refused or stopped at its own limit leaves the session usable;
 # anything else (lost link, an unknown failure) and the connection is discarded.
 _CLEAN_CODES = frozenset({"QUERY_ERROR", "READ_ONLY", "QUERY_TIMEOUT"})
-_TIMEOUT_MARGIN = 0.5  # the server's own limit fires first (needs no cancel), even when busy
+_TIMEOUT_MARGIN = 1.0  # the server's own limit fires first (needs no cancel), even when busy
 _MYSQL_JSON = 245
 _NO_BACKSLASH_ESCAPES = 0x200  # MySQL server_status flag: the session's sql_mode has it
 _MYSQL_SLICE = 128  # rows read from the wire between two budget checks
