@@ -71,10 +71,14 @@ def empty_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def test_wheel_carries_every_module_and_the_migrations(installed: Installed) -> None:
+def test_wheel_carries_every_file_of_app_and_the_migrations(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "app").rglob("*.py")}
-    assert modules <= names, f"not in the wheel: {sorted(modules - names)}"
+    package = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "app").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert package <= names, f"not in the wheel: {sorted(package - names)}"
     migrations = {
         "app/_alembic/" + path.relative_to(ROOT / "alembic").as_posix()
         for path in (ROOT / "alembic").rglob("*")
