@@ -1,5 +1,6 @@
 # dbpool: one bounded, monitored connection pool per registered external database, over HTTP.
 # Build: docker build -t dbpool .    Run: docker-compose.yml, README.md "Running in production".
+# Needs BuildKit (Docker's default builder since 23.0): the runtime stage uses RUN --mount.
 
 # Stage 1: the dbpool wheel (its migrations inside, as app/_alembic) and the wheels of all its
 # dependencies. The full python image has the compilers a platform without binary wheels needs.
