@@ -112,7 +112,7 @@ def test_readme_examples_run_verbatim(start_server: StartServer, demo_name: str)
     server = start_server(env={"DBPOOL_LOG_LEVEL": "DEBUG"})
     examples = readme_examples()
     assert DEMO in examples["setup"] and DEMO in examples["register"]
-    for name in (name for name in EXPECTED if name != "setup"):
+    for name in set(EXPECTED) - {"setup"}:
         assert DOCUMENTED_URL in examples[name], f"{name} does not use the documented base URL"
     out = {name: run_block(examples[name], server.base_url, demo_name) for name in EXPECTED}
     run_block(examples["setup"], server.base_url, demo_name)  # "Running it again changes nothing"
