@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import importlib.resources
 import logging
 import os
 import time
@@ -54,15 +55,18 @@ AlembicAction = Callable[[Config], None]
 
 
 def alembic_directory() -> Path:
-    """Our migrations: the ``alembic/`` directory beside the ``app`` package, else under the
-    working directory. Checked by its ``env.py``: in a non-editable install the folder beside
-    ``app`` is the Alembic library itself."""
-    for candidate in (Path(app.__file__).resolve().parents[1], Path.cwd()):
-        if (candidate / "alembic" / "env.py").is_file():
-            return candidate / "alembic"
+    """Our migrations: ``app/_alembic`` in an installed wheel (the build maps the repository's
+    top-level ``alembic/`` there), else ``alembic/`` beside the ``app`` package in a checkout
+    or an editable install. Either is recognised by its ``env.py``: in a plain install the
+    folder beside ``app`` is the Alembic library itself."""
+    package = Path(str(importlib.resources.files(app)))
+    for candidate in (package / "_alembic", package.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
     raise FileNotFoundError(
-        "the registry migrations (alembic/env.py) were not found beside the app package or in "
-        "the working directory; run dbpool from the project directory"
+        f"the registry migrations were not found in {package / '_alembic'} (an installed "
+        f"wheel) or {package.parent / 'alembic'} (a checkout); reinstall dbpool from a wheel "
+        "or with pip install ."
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.project import fresh_copy
 from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,22 +27,10 @@ def _run_command() -> str:
     return command
 
 
-def _fresh_copy(target: Path) -> None:
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for name in filter(None, tracked):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-
-
 @pytest.mark.slow
 def test_readme_run_command_serves_healthz_from_a_fresh_copy(tmp_path: Path) -> None:
     project = tmp_path / "dbpool"
-    _fresh_copy(project)
+    fresh_copy(project)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBPOOL_", "VIRTUAL_ENV"))}
     env["DBPOOL_PORT"] = str(port)  # the command itself is unchanged

@@ -1,14 +1,20 @@
-"""The README's examples run verbatim against a live ``dbpool serve``; its tables are complete.
+"""The README's examples run verbatim, in the README's order, against a live ``dbpool serve``
+on a fresh registry; its tables are complete.
 
 Example blocks are the ```bash fences right after an ``<!-- readme-example: NAME -->`` line.
-The only substitution is the base URL (the server under test listens on a free port).
+Two substitutions: the base URL (the server under test listens on a free port) and the demo
+role and database's name, so that the setup block creates them from nothing, as on a fresh
+machine, without touching a ``dbpool_demo`` someone made by following the README.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +29,18 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 EXAMPLE = re.compile(r"<!-- readme-example: ([\w-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
-EXPECTED = ["register", "list", "test", "query", "transaction", "pool-status", "metrics"]
+EXPECTED = ["setup", "register", "list", "test", "query", "transaction", "pool-status", "metrics"]
+DEMO = "dbpool_demo"  # the role and the database the setup block creates
+DEMO_PASSWORD = "dbpool-demo-pw"
 
 
 def readme_examples() -> dict[str, str]:
     return {name: body for name, body in EXAMPLE.findall(README)}
 
 
-def run_block(body: str, base_url: str) -> str:
-    script = body.replace(DOCUMENTED_URL, base_url)
-    assert base_url in script, "an example does not use the documented base URL"
+def run_block(body: str, base_url: str, demo: str = DEMO) -> str:
+    """Run one example against ``base_url``, with ``demo`` for the demo role and database."""
+    script = body.replace(DOCUMENTED_URL, base_url).replace(DEMO, demo)
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         capture_output=True,
@@ -82,11 +90,32 @@ def test_error_table_lists_every_code() -> None:
     assert documented == codes
 
 
+@pytest.fixture
+def demo_name() -> Iterator[str]:
+    """A demo role and database name of this test's own; both are dropped afterwards."""
+    name = f"{DEMO}_{secrets.token_hex(4)}"
+    yield name
+    asyncio.run(_drop_role_and_database(name))
+
+
+async def _drop_role_and_database(name: str) -> None:
+    admin = await dbs.pg_admin()
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {name}")
+    finally:
+        await admin.close()
+
+
 @pytest.mark.postgresql
-def test_readme_examples_run_verbatim(start_server: StartServer) -> None:
+def test_readme_examples_run_verbatim(start_server: StartServer, demo_name: str) -> None:
     server = start_server(env={"DBPOOL_LOG_LEVEL": "DEBUG"})
     examples = readme_examples()
-    out = {name: run_block(examples[name], server.base_url) for name in EXPECTED}
+    assert DEMO in examples["setup"] and DEMO in examples["register"]
+    for name in set(EXPECTED) - {"setup"}:
+        assert DOCUMENTED_URL in examples[name], f"{name} does not use the documented base URL"
+    out = {name: run_block(examples[name], server.base_url, demo_name) for name in EXPECTED}
+    run_block(examples["setup"], server.base_url, demo_name)  # "Running it again changes nothing"
 
     registered = envelope(out["register"])
     assert registered["id"] == 1, "the README's later examples use id 1"
@@ -104,9 +133,9 @@ def test_readme_examples_run_verbatim(start_server: StartServer) -> None:
     assert re.search(r'^db_client_connection_max\{[^}]*connection_id="1"', out["metrics"], re.M)
 
     for name in ("register", "list", "query", "pool-status"):
-        assert dbs.PG_PASSWORD not in out[name], f"{name} response shows the password"
+        assert DEMO_PASSWORD not in out[name], f"{name} response shows the password"
     server.stop()
     assert server.stopped_cleanly()
     log = server.log()
     assert "auth is OFF" in log, "the server's log was not captured"
-    assert dbs.PG_PASSWORD not in log
+    assert DEMO_PASSWORD not in log

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,11 +61,13 @@ class DbpoolServer:
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = ("serve",),
         startup_timeout: float = 30.0,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
         self.args = args
+        self.command = list(command) if command is not None else dbpool_command()
         self.startup_timeout = startup_timeout
         self.encryption_key = Fernet.generate_key().decode()
         self.extra_env = dict(env or {})
@@ -145,7 +147,7 @@ class DbpoolServer:
     def _spawn(self) -> None:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*dbpool_command(), *self.args],
+            [*self.command, *self.args],
             cwd=self.workdir,
             env=self.env(),
             stdin=subprocess.DEVNULL,

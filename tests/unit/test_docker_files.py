@@ -63,10 +63,30 @@ def _all(instructions: list[tuple[str, str]], keyword: str) -> list[str]:
     return [args for kw, args in instructions if kw == keyword]
 
 
-def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The build stages, each from its ``FROM`` to the next."""
     starts = [i for i, (kw, _) in enumerate(instructions) if kw == "FROM"]
-    assert starts, "no FROM"
-    return instructions[starts[-1] :]
+    assert starts and starts[0] == 0, "the Dockerfile must start with FROM"
+    ends = [*starts[1:], len(instructions)]
+    return [instructions[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return _stages(instructions)[-1]
+
+
+def _stage_name(stage: list[tuple[str, str]]) -> str | None:
+    words = stage[0][1].split()
+    return words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+
+
+def _options(args: str) -> tuple[dict[str, str], str]:
+    """A RUN's leading ``--mount=k=v,k=v`` options, and the command after them."""
+    options: dict[str, str] = {}
+    words = args.split()
+    while words and words[0].startswith("--mount="):
+        options.update(pair.split("=", 1) for pair in words.pop(0)[len("--mount=") :].split(","))
+    return options, " ".join(words)
 
 
 def test_parser_joins_continuations_and_drops_comments() -> None:
@@ -83,44 +103,63 @@ def test_runs_as_non_root_uid_10001(dockerfile: list[tuple[str, str]]) -> None:
     users = _all(_final_stage(dockerfile), "USER")
     assert users, "no USER in the final stage"
     assert users[-1].split(":")[0] in {"10001", "dbpool"}
-    assert any("--uid 10001" in run for run in _all(dockerfile, "RUN"))
+    assert any("--uid 10001" in run for run in _all(_final_stage(dockerfile), "RUN"))
 
 
-def test_copies_package_and_migrations_and_installs_with_pip(
+def test_a_named_build_stage_builds_the_wheels_from_the_sources(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    stages = _stages(dockerfile)
+    assert len(stages) == 2, "a build stage and the runtime stage"
+    build = stages[0]
+    assert _stage_name(build) == "build"
+    assert build[0][1].split()[0].startswith("python:3.11")
+    copied = [args.split() for args in _all(build, "COPY")]
+    sources = {word for words in copied for word in words[:-1] if not word.startswith("--")}
+    assert sources == {"pyproject.toml", "README.md", "app", "alembic"}
+    wheel_runs = [run for run in _all(build, "RUN") if "pip wheel" in run]
+    assert len(wheel_runs) == 1
+    assert re.search(r"--wheel-dir /wheels \.$", wheel_runs[0]), wheel_runs[0]
+
+
+def test_the_runtime_stage_installs_only_the_wheels(dockerfile: list[tuple[str, str]]) -> None:
+    stage = _final_stage(dockerfile)
+    assert not _all(stage, "COPY") and not _all(stage, "ADD"), "no sources in the runtime image"
+    installs = [_options(run) for run in _all(stage, "RUN") if "pip install" in run]
+    assert len(installs) == 1
+    mount, command = installs[0]
+    assert mount == {"type": "bind", "from": "build", "source": "/wheels", "target": "/wheels"}
+    assert command == "pip install --no-cache-dir --no-index --find-links /wheels dbpool"
+
+
+def test_no_editable_install_and_no_build_tools_in_the_runtime(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    text = " ".join(args for _, args in dockerfile)
+    assert not re.search(r"pip install[^&;]*(\s-e\s|--editable)", text), "editable install"
+    runtime = " ".join(_all(_final_stage(dockerfile), "RUN"))
+    assert "apt-get" not in runtime, "the runtime stage installs no system packages"
+    for tool in ("gcc", "g++", "build-essential", "make", "-dev", "setuptools", "pip wheel"):
+        assert tool not in runtime, tool
+
+
+def test_working_directory_belongs_to_the_service_user(
     dockerfile: list[tuple[str, str]],
 ) -> None:
     stage = _final_stage(dockerfile)
-    copied = " ".join(_all(stage, "COPY"))
-    for item in ("pyproject.toml", "README.md", "app", "alembic"):
-        assert re.search(rf"(^|\s){re.escape(item)}(\s|$)", copied), item
-    runs = " ".join(_all(stage, "RUN"))
-    assert "pip install" in runs and "--no-cache-dir" in runs
+    workdir = _all(stage, "WORKDIR")[-1]
+    assert f"chown dbpool:dbpool {workdir}" in " ".join(_all(stage, "RUN"))
 
 
-def test_alembic_lands_in_the_workdir(dockerfile: list[tuple[str, str]]) -> None:
-    """``dbpool migrate`` looks for alembic/ next to app/ and in ``Path.cwd()``."""
-    stage = _final_stage(dockerfile)
-    workdirs = [i for i, (kw, _) in enumerate(stage) if kw == "WORKDIR"]
-    assert workdirs, "no WORKDIR"
-    workdir = stage[workdirs[-1]][1].rstrip("/")
-    for source in ("app", "alembic"):
-        copy_args = [
-            args.split() for kw, args in stage[workdirs[-1] :]
-            if kw == "COPY" and source in args.split()[:-1]
-        ]
-        assert len(copy_args) == 1, f"{source}/ is not copied after the last WORKDIR"
-        words = [w for w in copy_args[0] if not w.startswith("--")]
-        # COPY of several sources copies directory *contents* into one place: one dir per COPY.
-        assert words[:-1] == [source], f"copy {source}/ on its own: COPY {source} ./{source}"
-        assert words[-1].rstrip("/") in {f"./{source}", source, f"{workdir}/{source}"}
-
-
-def test_listens_on_all_interfaces_port_8000(dockerfile: list[tuple[str, str]]) -> None:
+def test_listens_on_all_interfaces_port_8000_with_keys_required(
+    dockerfile: list[tuple[str, str]],
+) -> None:
     stage = _final_stage(dockerfile)
     env: dict[str, str] = {}
     for args in _all(stage, "ENV"):
         env.update(env_pairs(args))
     assert env["DBPOOL_HOST"] == "0.0.0.0"
+    assert env["DBPOOL_REQUIRE_AUTH"] == "true", "all interfaces only with a key required"
     assert "8000" in _all(stage, "EXPOSE")[-1].split()
 
 
@@ -191,6 +230,9 @@ def test_migrate_runs_once_before_the_service(compose: dict[str, Any]) -> None:
     assert list(migrate["command"]) == ["dbpool", "migrate"]
     assert migrate["depends_on"]["registry"]["condition"] == "service_healthy"
     assert migrate.get("restart", "no") == "no"
+    # It serves nothing: no bearer key is handed to it, so it must not require one.
+    assert migrate["environment"]["DBPOOL_REQUIRE_AUTH"] == "false"
+    assert not {"DBPOOL_API_KEY", "DBPOOL_ADMIN_API_KEY"} & migrate["environment"].keys()
     depends = services["dbpool"]["depends_on"]
     assert depends["registry"]["condition"] == "service_healthy"
     assert depends["migrate"]["condition"] == "service_completed_successfully"
@@ -204,6 +246,7 @@ def test_dbpool_service_env_ports_and_required_secrets(compose: dict[str, Any]) 
     for secret in ("DBPOOL_ENCRYPTION_KEYS", "DBPOOL_API_KEY", "DBPOOL_ADMIN_API_KEY"):
         assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", env[secret]), secret
     assert env.get("DBPOOL_HOST", "0.0.0.0") == "0.0.0.0"
+    assert env["DBPOOL_REQUIRE_AUTH"] == "true"
     assert any(str(port).endswith("8000") for port in service["ports"])
     assert "/healthz" in str(service["healthcheck"]["test"])
     assert compose["services"]["migrate"]["environment"]["DBPOOL_REGISTRY_URL"] == (
