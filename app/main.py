@@ -3,7 +3,8 @@
 No module-level app or settings: ``uvicorn --factory app.main:create_app`` (or
 ``dbpool serve``) calls ``create_app()``, which reads ``DBPOOL_*`` once. The lifespan builds
 the parts in order — logging, secret box, registry engine, repository, resolver, pool
-manager, metrics, housekeeper — keeps them on ``app.state`` and tears them down in reverse order.
+manager, metrics, pool history, housekeeper — keeps them on ``app.state`` and tears them down
+in reverse order.
 
 The registry schema is NOT migrated here: run ``dbpool migrate`` first (``dbpool serve``
 does it for you); until then ``/readyz`` answers 503 and says so.
@@ -24,6 +25,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import RequestMiddleware
 from app.api.routes import ROUTERS
 from app.logs import configure_logging
+from app.pools.history import HistorySampler
 from app.pools.housekeeper import Housekeeper
 from app.pools.manager import PoolManager
 from app.pools.metrics import PoolMetrics
@@ -95,13 +97,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool_manager = PoolManager(resolver, settings, metrics=pool_metrics)
         pool_metrics.watch(pool_manager)
         stack.push_async_callback(pool_manager.aclose)
+        history = HistorySampler(
+            pool_manager, pool_metrics, period=settings.history_interval_seconds,
+            window=settings.history_window_seconds,
+        )
+        history.start()
+        stack.push_async_callback(history.aclose)
         housekeeper = Housekeeper(pool_manager, settings, metrics=pool_metrics)
         housekeeper.start()
         stack.push_async_callback(housekeeper.aclose)  # pushed last: stops first
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
         app.state.registry_engine = engine
-        app.state.parts = ApiParts(settings, repository, pool_manager)
+        app.state.parts = ApiParts(settings, repository, pool_manager, history)
         logger.info("dbpool %s started", __version__)
         yield
         logger.info("dbpool stopping")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
+MAX_HISTORY_SAMPLES = 3600  # per pool: bounds the history's memory (~40 bytes a sample)
 HostRule = ipaddress.IPv4Network | ipaddress.IPv6Network | str
 
 
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     probe_max_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     auth_retry_interval_seconds: float = Field(default=30, gt=0)
     mysql_driver: Literal["aiomysql", "asyncmy"] = "aiomysql"
+    # The dashboard's pool history: one sample per interval, kept for the window.
+    history_interval_seconds: float = Field(default=5, gt=0, le=300)
+    history_window_seconds: float = Field(default=900, gt=0, le=86400)
 
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
             and self.api_key.get_secret_value() == self.admin_api_key.get_secret_value()
         ):
             raise ValueError("DBPOOL_API_KEY and DBPOOL_ADMIN_API_KEY must differ")
+        if self.history_window_seconds / self.history_interval_seconds > MAX_HISTORY_SAMPLES:
+            raise ValueError(
+                f"DBPOOL_HISTORY_WINDOW_SECONDS / DBPOOL_HISTORY_INTERVAL_SECONDS must not pass "
+                f"{MAX_HISTORY_SAMPLES} samples per pool: shorten the window or sample less often"
+            )
         for key in (self.api_key, self.admin_api_key):
             if key is not None and len(key.get_secret_value()) < 16:
                 raise ValueError("API keys must be at least 16 characters long")

@@ -18,6 +18,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPBearer
 
 from app.api.auth import Access, authorize
+from app.pools.history import HistorySampler
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
@@ -32,6 +33,7 @@ class ApiParts:
     settings: Settings
     repository: ConnectionRepository
     pools: PoolManager
+    history: HistorySampler
 
 
 class BearerAuth(HTTPBearer):
