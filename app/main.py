@@ -34,6 +34,7 @@ from app.registry.db import create_registry_engine, create_sessionmaker
 from app.registry.repository import ConnectionRepository
 from app.registry.resolver import RegistryResolver
 from app.settings import Settings
+from app.tracing import Tracing, tracing_from_env
 
 __all__ = ["SettingsError", "create_app", "load_settings"]
 
@@ -87,14 +88,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.configure_logs:
         configure_logging(settings.log_level, settings.log_format)
     _warn_about_auth(settings)
+    tracing: Tracing = app.state.tracing
+    tracing.report(logger)
     async with AsyncExitStack() as stack:  # unwinds in reverse order, also on failure
+        stack.callback(tracing.shutdown)  # last: flushes the spans of the shutdown too
         box = load_secret_box(settings)
         engine = create_registry_engine(settings.registry_url)
         stack.push_async_callback(engine.dispose)
         repository = ConnectionRepository(create_sessionmaker(engine), box)
         resolver = RegistryResolver(repository)
         pool_metrics = PoolMetrics()
-        pool_manager = PoolManager(resolver, settings, metrics=pool_metrics)
+        pool_manager = PoolManager(resolver, settings, metrics=pool_metrics, tracing=tracing)
         pool_metrics.watch(pool_manager)
         stack.push_async_callback(pool_manager.aclose)
         history = HistorySampler(
@@ -109,16 +113,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
         app.state.registry_engine = engine
-        app.state.parts = ApiParts(settings, repository, pool_manager, history)
+        app.state.parts = ApiParts(settings, repository, pool_manager, history, tracing)
         logger.info("dbpool %s started", __version__)
         yield
         logger.info("dbpool stopping")
     logger.info("dbpool stopped")
 
 
-def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure_logs: bool = True,
+    tracing: Tracing | None = None,
+) -> FastAPI:
     """The ASGI app. ``settings`` default to the environment (exits with a summary if invalid);
-    ``configure_logs=False`` leaves logging alone (tests that capture logs)."""
+    ``configure_logs=False`` leaves logging alone (tests that capture logs); ``tracing``
+    defaults to what the ``OTEL_*`` variables ask for (``app.tracing``: off when unset)."""
     if settings is None:
         try:
             settings = load_settings()
@@ -127,9 +137,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = FastAPI(title="dbpool", version=__version__, description=_DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.configure_logs = configure_logs
+    app.state.tracing = tracing = tracing_from_env() if tracing is None else tracing
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    tracing.install(app)  # the request span, inside the request id (nothing when off)
     # Outermost of ours: the request id wraps everything, even the 413 and the 500s.
     app.add_middleware(RequestMiddleware)
     return app

@@ -22,6 +22,7 @@ from app.pools.history import HistorySampler
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
+from app.tracing import NO_TRACING, Tracing
 
 __all__ = ["AdminAccess", "AdminParts", "ApiParts", "ConnectionId", "QueryAccess", "QueryParts"]
 
@@ -34,6 +35,7 @@ class ApiParts:
     repository: ConnectionRepository
     pools: PoolManager
     history: HistorySampler
+    tracing: Tracing = NO_TRACING
 
 
 class BearerAuth(HTTPBearer):
