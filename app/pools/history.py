@@ -6,8 +6,9 @@ running totals from ``PoolMetrics`` and appends one sample to that pool's ring b
 active, idle and waiting connections, the maximum, and over the interval since the previous
 sample the query rate, the error rate and the acquire-wait p99 (estimated from the wait
 histogram's buckets, as Prometheus's ``histogram_quantile`` does). A ring holds ``window``
-seconds (15 minutes by default) in preallocated typed arrays: ~7 KiB per pool, fixed, so
-memory is bounded by the number of live pools.
+seconds (15 minutes by default) in preallocated typed arrays: ~9.5 KiB per pool, fixed, so
+memory is bounded by the number of live pools. Values are stored as the API gives them
+(milliseconds, rounded), so answering is copying arrays out, not a loop per value.
 
 A pool's history goes when the pool goes (evicted, deleted, service stopped): the history
 lists the same pools as ``/pool-status``. A pool rebuilt or reconfigured under the same id
@@ -46,17 +47,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Column name (the API's camelCase) and its array type: 'd' float64, 'i' int32, 'f' float32.
+# Column name (the API's camelCase) and its array type: 'q' int64, 'i' int32, 'd' float64.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("at", "d"),  # wall clock, epoch seconds (the API gives epoch milliseconds)
+    ("at", "q"),  # wall clock, epoch milliseconds
     ("open", "i"),
     ("active", "i"),
     ("idle", "i"),
     ("waiting", "i"),
     ("max", "i"),
-    ("waitP99Ms", "f"),  # NaN when nothing waited for a connection in the interval
-    ("queriesPerSecond", "f"),  # NaN on a pool's first sample (no interval yet)
-    ("errorsPerSecond", "f"),
+    ("waitP99Ms", "d"),  # NaN when nothing waited for a connection in the interval
+    ("queriesPerSecond", "d"),  # NaN on a pool's first sample (no interval yet)
+    ("errorsPerSecond", "d"),
 )
 
 
@@ -85,7 +86,7 @@ class HistoryRing:
         self._size = min(self._size + 1, self.capacity)
 
     def columns(self, since: float | None = None) -> dict[str, list[float]]:
-        """Every column oldest first, keeping samples taken at or after ``since`` (epoch s)."""
+        """Every column oldest first, keeping samples taken at or after ``since`` (epoch ms)."""
         start, size, end = (self._next - self._size) % self.capacity, self._size, self._next
         if since is not None:
             at = self._columns[0]
@@ -249,9 +250,9 @@ class HistorySampler:
                 track.name, track.db_type = snap.connection_name, snap.db_type
             p99 = rates.wait_p99_seconds
             track.ring.append((
-                at, snap.open, snap.checked_out, snap.checked_in, snap.waiting,
-                snap.max_connections, math.nan if p99 is None else p99 * 1000,
-                rates.queries_per_second, rates.errors_per_second,
+                round(at * 1000), snap.open, snap.checked_out, snap.checked_in, snap.waiting,
+                snap.max_connections, math.nan if p99 is None else round(p99 * 1000, 3),
+                round(rates.queries_per_second, 3), round(rates.errors_per_second, 3),
             ))
             live[cid] = track
         self._tracks = live
@@ -261,7 +262,7 @@ class HistorySampler:
                 seconds: float | None = None) -> list[PoolHistory]:
         """The samples of every live pool (or one), oldest first, optionally only the last
         ``seconds``; ordered by connection id."""
-        since = None if seconds is None else self._wall() - seconds
+        since = None if seconds is None else (self._wall() - seconds) * 1000
         ids = sorted(self._tracks) if connection_id is None else [connection_id]
         out = []
         for cid in ids:

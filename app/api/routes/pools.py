@@ -84,7 +84,7 @@ async def pool_history(
     data = history_body(pools, interval=history.period, window=history.window,
                         memory_bytes=history.nbytes)
     body = {"success": True, "data": data, "message": f"history of {len(pools)} pools"}
-    return Response(to_json(body), media_type="application/json")
+    return Response(to_json(body, inf_nan_mode="null"), media_type="application/json")
 
 
 @router.get(

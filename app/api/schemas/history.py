@@ -6,7 +6,6 @@ repeating nine keys on each would multiply the body several times over.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,29 +52,15 @@ class PoolHistoryList(ApiModel):
     pools: list[PoolHistoryPublic]
 
 
-def _floats(values: list[float]) -> list[float | None]:
-    return [None if math.isnan(v) else round(v, 3) for v in values]
-
-
 def _entry(pool: PoolHistory) -> dict[str, Any]:
-    s = pool.samples
-    return {
-        "connectionId": pool.connection_id,
-        "connectionName": pool.connection_name,
-        "dbType": pool.db_type,
-        "samples": {
-            "at": [int(t * 1000) for t in s["at"]],
-            "open": s["open"], "active": s["active"], "idle": s["idle"],
-            "waiting": s["waiting"], "max": s["max"],
-            "waitP99Ms": _floats(s["waitP99Ms"]),
-            "queriesPerSecond": _floats(s["queriesPerSecond"]),
-            "errorsPerSecond": _floats(s["errorsPerSecond"]),
-        },
-    }
+    return {"connectionId": pool.connection_id, "connectionName": pool.connection_name,
+            "dbType": pool.db_type, "samples": pool.samples}
 
 
 def history_body(pools: Sequence[PoolHistory], *, interval: float, window: float,
                  memory_bytes: int) -> dict[str, Any]:
-    """``PoolHistoryList`` as JSON-ready camelCase data, without building the models."""
+    """``PoolHistoryList`` as camelCase data, without building the models. The samples are
+    the ring's own columns: encode with ``to_json(..., inf_nan_mode="null")`` (a missing
+    value is stored as NaN)."""
     return {"intervalSeconds": interval, "windowSeconds": window, "memoryBytes": memory_bytes,
             "pools": [_entry(p) for p in pools]}
