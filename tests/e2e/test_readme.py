@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 EXAMPLE = re.compile(r"<!-- readme-example: ([\w-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
-EXPECTED = ["register", "list", "test", "query", "transaction", "pool-status", "metrics"]
+EXPECTED = [
+    "register", "list", "test", "query", "transaction", "pool-status", "metrics", "history",
+]
 
 
 def readme_examples() -> dict[str, str]:
@@ -102,6 +105,14 @@ def test_readme_examples_run_verbatim(start_server: StartServer) -> None:
     assert [p["connectionId"] for p in status["pools"]] == [1]
     assert status["pools"][0]["openConnections"] >= 1
     assert re.search(r'^db_client_connection_max\{[^}]*connection_id="1"', out["metrics"], re.M)
+    # The pool shows in the history from its first sample (one every 5 s here).
+    for _ in range(60):
+        pools = envelope(out["history"])["pools"]
+        if pools:
+            break
+        time.sleep(0.25)
+        out["history"] = run_block(examples["history"], server.base_url)
+    assert [(p["connectionId"], p["connectionName"]) for p in pools] == [(1, "crm")]
 
     for name in ("register", "list", "query", "pool-status"):
         assert dbs.PG_PASSWORD not in out[name], f"{name} response shows the password"

@@ -146,7 +146,8 @@ function renderTable(pools) {
     const row = document.createElement("tr");
     row.dataset.connectionId = String(p.connectionId);
     row.classList.toggle("selected", p.connectionId === selected);
-    const name = cell(row, "Name", "connectionName", p.connectionName, "");
+    const name = document.createElement("span");
+    cell(row, "Name", "connectionName", p.connectionName, "").append(name);
     const pick = document.createElement("button");
     pick.type = "button";
     pick.className = "link";
@@ -283,6 +284,7 @@ function renderCharts(data, pool) {
   const topQps = Math.max(1, ...qpsKnown);
   el("path", { d: linePath(s.at.map(x2), s.qps.map((v) => (v === null ? null : (v / topQps) * topMs)), y2), class: "qps" }, wait);
   el("path", { d: linePath(s.at.map(x2), s.p99, y2), class: "p99" }, wait);
+  $("qps-scale").textContent = `queries/s (top of the chart: ${topQps >= 10 ? Math.round(topQps) : topQps.toFixed(1)}/s)`;
   timeAxis(wait, plot2, from, to);
   wait.dataset.points = String(known.length);
 
