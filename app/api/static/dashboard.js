@@ -100,13 +100,20 @@ function cell(row, label, field, value, text = String(value), cls = "") {
   return td;
 }
 
-function stateCell(row, state) {
-  const td = cell(row, "State", "state", state, "");
+function stateCell(row, p) {
+  const td = cell(row, "State", "state", p.state, "");
   const badge = document.createElement("span");
-  badge.className = `state state-${state in STATES ? state : "other"}`;
-  badge.textContent = state.replace(/_/g, " ");
-  badge.title = STATES[state] ?? state;
+  badge.className = `state state-${p.state in STATES ? p.state : "other"}`;
+  badge.textContent = p.state.replace(/_/g, " ");
+  badge.title = STATES[p.state] ?? p.state;
   td.append(badge);
+  if (p.nextProbeAt) { // while the circuit is open: when the breaker tries again
+    const next = document.createElement("div");
+    next.className = "bar-text";
+    const seconds = Math.max(0, Math.round((Date.parse(p.nextProbeAt) - Date.now()) / 1000));
+    next.textContent = `next try in ${seconds} s`;
+    td.append(next);
+  }
 }
 
 function connectionsCell(row, p) {
@@ -159,7 +166,7 @@ function renderTable(pools) {
     id.textContent = ` #${p.connectionId}`;
     name.append(pick, id);
     cell(row, "Type", "dbType", p.dbType);
-    stateCell(row, p.state);
+    stateCell(row, p);
     connectionsCell(row, p);
     cell(row, "Waiting", "waitingRequests", p.waitingRequests, undefined, "num");
     const used = cell(row, "Last used", "lastUsedAt", p.lastUsedAt, "");
