@@ -98,11 +98,11 @@ class OtelTracing(Tracing):
     def __init__(self, provider: TracerProvider, *, exporters: Sequence[str] = (),
                  problems: Sequence[str] = ()) -> None:
         super().__init__(problems=problems)
-        from opentelemetry import trace
+        from opentelemetry.trace import get_current_span
 
         self._provider = provider
         self._tracer: Tracer = provider.get_tracer("dbpool", __version__)
-        self._trace = trace
+        self._current_span = get_current_span
         self._exporters = tuple(exporters)
         self._attributes: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -110,12 +110,14 @@ class OtelTracing(Tracing):
         app.add_middleware(_TracingMiddleware, tracer=self._tracer)
 
     def pool_span(self, name: str, config: ConnectionConfig) -> AbstractContextManager[Any]:
-        if not self._trace.get_current_span().is_recording():
-            return _NULL  # not inside a traced request: no root span of its own
+        if not self._current_span().is_recording():
+            return _NULL  # outside a traced (and sampled) request: no span of its own
         return self._span(name, self._pool_attributes(config))
 
     def query_span(self, config: ConnectionConfig, operation: str,
                    statements: Sequence[str]) -> AbstractContextManager[Any]:
+        if not self._current_span().is_recording():
+            return _NULL
         attributes = dict(self._pool_attributes(config))
         attributes["dbpool.operation"] = operation
         kinds = [_kind(sql, config) for sql in statements] or ["read"]  # our catalogue reads

@@ -201,3 +201,12 @@ async def test_no_span_ever_holds_a_password_or_a_user(traced: Traced) -> None:
         text = every_text(span)
         for secret in traced.secrets:
             assert secret not in text, (span.name, secret)
+
+
+async def test_a_request_the_caller_did_not_sample_makes_no_span(traced: Traced) -> None:
+    before = len(traced.exporter.get_finished_spans())
+    response = await traced.http.post(
+        f"{BASE}/{traced.pg}/query", json={"sql": "SELECT 1"},
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"})  # flags 00: not sampled
+    assert response.status_code == 200, response.text
+    assert len(traced.exporter.get_finished_spans()) == before
