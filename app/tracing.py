@@ -104,7 +104,6 @@ class OtelTracing(Tracing):
         self._tracer: Tracer = provider.get_tracer("dbpool", __version__)
         self._current_span = get_current_span
         self._exporters = tuple(exporters)
-        self._attributes: dict[tuple[int, int], dict[str, Any]] = {}
 
     def install(self, app: FastAPI) -> None:
         app.add_middleware(_TracingMiddleware, tracer=self._tracer)
@@ -112,13 +111,13 @@ class OtelTracing(Tracing):
     def pool_span(self, name: str, config: ConnectionConfig) -> AbstractContextManager[Any]:
         if not self._current_span().is_recording():
             return _NULL  # outside a traced (and sampled) request: no span of its own
-        return self._span(name, self._pool_attributes(config))
+        return self._span(name, _pool_attributes(config))
 
     def query_span(self, config: ConnectionConfig, operation: str,
                    statements: Sequence[str]) -> AbstractContextManager[Any]:
         if not self._current_span().is_recording():
             return _NULL
-        attributes = dict(self._pool_attributes(config))
+        attributes = _pool_attributes(config)
         attributes["dbpool.operation"] = operation
         kinds = [_kind(sql, config) for sql in statements] or ["read"]  # our catalogue reads
         if operation == "transaction":
@@ -150,20 +149,15 @@ class OtelTracing(Tracing):
                 _failed(span, getattr(exc, "code", None) or type(exc).__name__)
                 raise
 
-    def _pool_attributes(self, config: ConnectionConfig) -> dict[str, Any]:
-        key = (config.id, config.config_version)
-        attributes = self._attributes.get(key)
-        if attributes is None:
-            if len(self._attributes) > 10_000:  # bounded: connections come and go
-                self._attributes.clear()
-            attributes = {
-                "db.system": config.db_type.value,
-                "db.namespace": config.database,
-                "db.client.connection.pool.name": config.pool_name,
-                "dbpool.connection.id": config.id,
-            }
-            self._attributes[key] = attributes
-        return attributes
+
+
+def _pool_attributes(config: ConnectionConfig) -> dict[str, Any]:
+    return {
+        "db.system": config.db_type.value,
+        "db.namespace": config.database,
+        "db.client.connection.pool.name": config.pool_name,
+        "dbpool.connection.id": config.id,
+    }
 
 
 def _kind(sql: str, config: ConnectionConfig) -> str:
