@@ -178,6 +178,7 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
             page.fill("#key-input", QUERY_KEY)
             page.click("#key-form button[type=submit]")
             expect(page.locator("#pools tbody tr")).to_have_count(3)
+            expect(page.locator("#status")).to_have_text("3 pools · 0 active · 1 not ok")
             assert QUERY_KEY not in page.url
             assert page.evaluate("sessionStorage.getItem('dbpool.apiKey')") == QUERY_KEY
 
@@ -222,6 +223,7 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
         # The API goes away: the page says so and keeps the last figures.
         server.stop()
         expect(page.locator("#error-panel")).to_contain_text("Cannot reach the dbpool API")
+        expect(page.locator("#status")).to_have_text("API unreachable")
         expect(page.locator("#pools tbody tr")).to_have_count(3)
 
         def closed() -> None:

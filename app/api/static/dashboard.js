@@ -56,10 +56,13 @@ async function api(path) {
 
 // ---- status line, panels ----------------------------------------------------------------
 
+// The live region changes only when its words do (a screen reader announces each change);
+// the time of the last refresh sits beside it, outside the region.
 function setStatus(text, stale = false) {
   const status = $("status");
-  status.textContent = text;
-  status.classList.toggle("stale", stale);
+  if (status.textContent !== text) status.textContent = text;
+  status.parentElement.classList.toggle("stale", stale);
+  $("updated").textContent = stale ? "" : `· updated ${new Date().toLocaleTimeString()}`;
 }
 
 function show(id, visible) {
@@ -85,7 +88,7 @@ function showError(err) {
   }
   show("error-panel", true);
   $("error-message").textContent = `${err.message} Retrying every ${REFRESH_MS / 1000} s; the figures below are from the last successful refresh.`;
-  setStatus(`Error at ${new Date().toLocaleTimeString()}`, true);
+  setStatus(err.kind === "unreachable" ? "API unreachable" : "API error", true);
 }
 
 // ---- the table ------------------------------------------------------------------------
@@ -337,8 +340,7 @@ async function refresh() {
       renderCharts(history, pools.find((p) => p.connectionId === selected));
     }
     const open = pools.filter((p) => p.state !== "ok").length;
-    setStatus(`Updated ${new Date().toLocaleTimeString()} · ${pools.length} pools · ${status.activePools} active` +
-      (open ? ` · ${open} not ok` : ""));
+    setStatus(`${pools.length} pools · ${status.activePools} active` + (open ? ` · ${open} not ok` : ""));
   } catch (err) {
     showError(err);
   } finally {
