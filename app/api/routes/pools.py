@@ -65,8 +65,8 @@ async def pool_status(parts: QueryParts) -> Response:
         "One sample per interval (`DBPOOL_HISTORY_INTERVAL_SECONDS`, 5 s) for the last "
         "`DBPOOL_HISTORY_WINDOW_SECONDS` (900 s): open, active, idle, waiting and max "
         "connections, acquire-wait p99, query and error rates; column-wise, oldest first. "
-        "A pool's history goes with the pool. `connectionId` keeps one pool, `seconds` only "
-        "the most recent samples."
+        "A pool's history goes with the pool. `connectionId` keeps one pool (none when it has "
+        "no live pool), `seconds` only the most recent samples."
     ),
     response_model=Envelope[PoolHistoryList],
 )
