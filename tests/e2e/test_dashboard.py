@@ -192,6 +192,8 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
             assert shown[dead]["state"] == "circuit_open"
             badge = page.locator(f"tr[data-connection-id='{dead}'] .state")
             expect(badge).to_have_text("circuit open")
+            dead_state = page.locator(f"tr[data-connection-id='{dead}'] td[data-field=state]")
+            expect(dead_state).to_contain_text("next try in")
             assert badge.evaluate("e => getComputedStyle(e).color") == "rgb(207, 34, 46)"
             ok = page.locator(f"tr[data-connection-id='{pg}'] .state")
             assert ok.evaluate("e => getComputedStyle(e).color") == "rgb(26, 127, 55)"
