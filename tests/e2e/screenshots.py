@@ -1,6 +1,7 @@
 """``.venv/bin/python -m tests.e2e.screenshots docs``: the README's dashboard screenshots,
 taken with the browser test's own set-up (a real ``dbpool serve``, PostgreSQL and MariaDB
-pools, one with its circuit open) after about a minute of varying load."""
+pools, one with its circuit open, one whose credentials are refused) after about a minute of
+varying load."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def shoot(out: Path, workdir: Path) -> None:
                             host="127.0.0.1", port=free_port(), database="reports",
                             username="nobody", password="unused-pw")
             open_circuit(http, dead)
+            refused = register(http, name="billing-mariadb", dbType="mariadb",
+                               host=dbs.MY_HOST, port=dbs.MY_PORT, database=dbs.MY_DATABASE,
+                               username=user, password="wrong-" + password)
+            open_circuit(http, refused, code="DB_AUTH_FAILED", state="auth_failed")
             query(http, my, "SELEC typo")
             targets = [(pg, "SELECT pg_sleep(0.05)"), (my, "SELECT SLEEP(0.05)")]
             for callers, seconds in ((2, 8), (5, 8), (10, 10), (6, 8), (3, 8)):
@@ -69,7 +74,7 @@ def shoot(out: Path, workdir: Path) -> None:
                 page.goto(f"{server.base_url}/dashboard")
                 page.fill("#key-input", QUERY_KEY)
                 page.click("#key-form button[type=submit]")
-                expect(page.locator("#pools tbody tr")).to_have_count(3)
+                expect(page.locator("#pools tbody tr")).to_have_count(4)
                 busy = threading.Thread(target=load, args=(http, targets, 9, 8))
                 busy.start()
                 time.sleep(5)

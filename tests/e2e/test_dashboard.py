@@ -92,11 +92,12 @@ def steady_load(http: httpx.Client, targets: list[tuple[int, str]]) -> Iterator[
             future.result()
 
 
-def open_circuit(http: httpx.Client, cid: int) -> None:
+def open_circuit(http: httpx.Client, cid: int, *, code: str = "DB_UNAVAILABLE",
+                 state: str = "circuit_open") -> None:
     for _ in range(3):  # the breaker opens after 3 consecutive connect failures
-        assert query(http, cid, "SELECT 1").json()["error"]["code"] == "DB_UNAVAILABLE"
+        assert query(http, cid, "SELECT 1").json()["error"]["code"] == code
     status = http.get(f"{API}/{cid}/pool-status", headers=ADMIN).json()["data"]
-    assert status["state"] == "circuit_open", status
+    assert status["state"] == state, status
 
 
 def table_rows(page: Page, fields: tuple[str, ...] = FIELDS) -> dict[int, dict[str, str]]:
@@ -160,8 +161,12 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
                           database=dbs.MY_DATABASE, username=my_user, password=my_password)
             dead = register(http, dbType="postgresql", host="127.0.0.1", port=free_port(),
                             database="nothing", username="nobody", password="unused-pw")
+            refused = register(http, dbType="mariadb", host=dbs.MY_HOST, port=dbs.MY_PORT,
+                               database=dbs.MY_DATABASE, username=my_user,
+                               password="not-" + my_password)
             drive_load(http, [pg, my])
             open_circuit(http, dead)
+            open_circuit(http, refused, code="DB_AUTH_FAILED", state="auth_failed")
 
             # No key yet: the page asks for one; a wrong one shows the error state.
             page.goto(f"{server.base_url}/dashboard")
@@ -177,8 +182,8 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
             # The right key: the table holds the same figures as the JSON status.
             page.fill("#key-input", QUERY_KEY)
             page.click("#key-form button[type=submit]")
-            expect(page.locator("#pools tbody tr")).to_have_count(3)
-            expect(page.locator("#status")).to_have_text("3 pools · 0 active · 1 not ok")
+            expect(page.locator("#pools tbody tr")).to_have_count(4)
+            expect(page.locator("#status")).to_have_text("4 pools · 0 active · 2 not ok")
             assert QUERY_KEY not in page.url
             assert page.evaluate("sessionStorage.getItem('dbpool.apiKey')") == QUERY_KEY
 
@@ -197,6 +202,9 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
             assert badge.evaluate("e => getComputedStyle(e).color") == "rgb(207, 34, 46)"
             ok = page.locator(f"tr[data-connection-id='{pg}'] .state")
             assert ok.evaluate("e => getComputedStyle(e).color") == "rgb(26, 127, 55)"
+            auth = page.locator(f"tr[data-connection-id='{refused}'] .state")
+            expect(auth).to_have_text("auth failed")
+            assert auth.evaluate("e => getComputedStyle(e).color") == "rgb(130, 80, 223)"
 
             # Under load the chart moves: more points and a new shape at each refresh.
             page.select_option("#chart-pool", str(pg))
@@ -226,7 +234,7 @@ def test_dashboard_shows_the_pools_as_the_json_status_does(
         server.stop()
         expect(page.locator("#error-panel")).to_contain_text("Cannot reach the dbpool API")
         expect(page.locator("#status")).to_have_text("API unreachable")
-        expect(page.locator("#pools tbody tr")).to_have_count(3)
+        expect(page.locator("#pools tbody tr")).to_have_count(4)
 
         def closed() -> None:
             assert dbs.my_count(my_user) == 0, "MariaDB sessions outlived the server"

@@ -104,7 +104,8 @@ function cell(row, label, field, value, text = String(value), cls = "") {
 }
 
 function stateCell(row, p) {
-  const td = cell(row, "State", "state", p.state, "");
+  const td = document.createElement("span"); // badge and probe time: one group on phones
+  cell(row, "State", "state", p.state, "").append(td);
   const badge = document.createElement("span");
   badge.className = `state state-${p.state in STATES ? p.state : "other"}`;
   badge.textContent = p.state.replace(/_/g, " ");
