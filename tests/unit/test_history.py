@@ -98,6 +98,16 @@ def test_ring_keeps_the_last_capacity_samples_oldest_first() -> None:
     assert repr(ring) == "<HistoryRing 3/3>"
 
 
+def test_ring_age_filter_across_the_wrap() -> None:
+    ring = HistoryRing(4)
+    for i in range(1, 7):  # slots now hold 5, 6, 3, 4
+        ring.append(row(i))
+    assert ring.columns(since=3)["at"] == [3, 4, 5, 6]
+    assert ring.columns(since=4)["at"] == [4, 5, 6]
+    assert ring.columns(since=5)["open"] == [5, 6]
+    assert ring.columns(since=7)["at"] == []
+
+
 def test_ring_memory_is_fixed_from_the_start() -> None:
     ring = HistoryRing(180)
     empty = ring.nbytes
