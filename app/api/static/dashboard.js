@@ -345,6 +345,7 @@ async function refresh() {
   } catch (err) {
     showError(err);
   } finally {
+    clearTimeout(timer); // a refresh started by a click may overlap the timer's: keep one loop
     if (!waitingForKey) timer = setTimeout(refresh, REFRESH_MS);
   }
 }
