@@ -1,6 +1,7 @@
-"""Logging set-up (text or one JSON object per line) and the current request id.
+"""Logging set-up (text or one JSON object per line), the current request id and trace id.
 
-A leaf module: the API middleware sets the request id, any module's log lines carry it.
+A leaf module: the API middleware sets the request id (and, with tracing on, the tracing
+middleware the trace id); any module's log lines carry them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["configure_logging", "current_request_id", "request_id_var"]
+__all__ = ["configure_logging", "current_request_id", "request_id_var", "trace_id_var"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dbpool_request_id", default=None
+)
+# The OpenTelemetry trace id (32 hex digits) of the request being served, when traced.
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dbpool_trace_id", default=None
 )
 
 # uvicorn adds `color_message` (the same text with ANSI colours) to its records: noise here.
@@ -35,6 +40,9 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        trace_id = trace_id_var.get()
+        if trace_id is not None and not hasattr(record, "trace_id"):
+            record.trace_id = trace_id
         return True
 
 
@@ -67,9 +75,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = _extras(record)
-        request_id = extras.pop("request_id", None)
-        if request_id:
-            line += f" request_id={request_id}"
+        for name in ("request_id", "trace_id"):
+            value = extras.pop(name, None)
+            if value:
+                line += f" {name}={value}"
         if extras:
             line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         return line

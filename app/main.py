@@ -3,7 +3,8 @@
 No module-level app or settings: ``uvicorn --factory app.main:create_app`` (or
 ``dbpool serve``) calls ``create_app()``, which reads ``DBPOOL_*`` once. The lifespan builds
 the parts in order — logging, secret box, registry engine, repository, resolver, pool
-manager, metrics, housekeeper — keeps them on ``app.state`` and tears them down in reverse order.
+manager, metrics, pool history, housekeeper — keeps them on ``app.state`` and tears them down
+in reverse order.
 
 The registry schema is NOT migrated here: run ``dbpool migrate`` first (``dbpool serve``
 does it for you); until then ``/readyz`` answers 503 and says so.
@@ -26,6 +27,7 @@ from app.api.middleware import RequestMiddleware
 from app.api.routes import ROUTERS
 from app.api.routes.health import ReadinessCheck
 from app.logs import configure_logging
+from app.pools.history import HistorySampler
 from app.pools.housekeeper import Housekeeper
 from app.pools.manager import PoolManager
 from app.pools.metrics import PoolMetrics
@@ -34,6 +36,7 @@ from app.registry.db import create_registry_engine, create_sessionmaker
 from app.registry.repository import ConnectionRepository
 from app.registry.resolver import RegistryResolver
 from app.settings import Settings
+from app.tracing import Tracing, tracing_from_env
 
 __all__ = ["SettingsError", "create_app", "load_settings"]
 
@@ -93,32 +96,47 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.configure_logs:
         configure_logging(settings.log_level, settings.log_format)
     _warn_about_auth(settings)
+    tracing: Tracing = app.state.tracing
+    tracing.report(logger)
     async with AsyncExitStack() as stack:  # unwinds in reverse order, also on failure
+        stack.callback(tracing.shutdown)  # last: flushes the spans of the shutdown too
         box = load_secret_box(settings)
         engine = create_registry_engine(settings.registry_url.get_secret_value())
         stack.push_async_callback(engine.dispose)
         repository = ConnectionRepository(create_sessionmaker(engine), box)
         resolver = RegistryResolver(repository)
         pool_metrics = PoolMetrics()
-        pool_manager = PoolManager(resolver, settings, metrics=pool_metrics)
+        pool_manager = PoolManager(resolver, settings, metrics=pool_metrics, tracing=tracing)
         pool_metrics.watch(pool_manager)
         stack.push_async_callback(pool_manager.aclose)
+        history = HistorySampler(
+            pool_manager, pool_metrics, period=settings.history_interval_seconds,
+            window=settings.history_window_seconds,
+        )
+        history.start()
+        stack.push_async_callback(history.aclose)
         housekeeper = Housekeeper(pool_manager, settings, metrics=pool_metrics)
         housekeeper.start()
         stack.push_async_callback(housekeeper.aclose)  # pushed last: stops first
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
         app.state.readiness = ReadinessCheck(engine)
-        app.state.parts = ApiParts(settings, repository, pool_manager)
+        app.state.parts = ApiParts(settings, repository, pool_manager, history, tracing)
         logger.info("dbpool %s started", __version__)
         yield
         logger.info("dbpool stopping")
     logger.info("dbpool stopped")
 
 
-def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure_logs: bool = True,
+    tracing: Tracing | None = None,
+) -> FastAPI:
     """The ASGI app. ``settings`` default to the environment (exits with a summary if invalid);
-    ``configure_logs=False`` leaves logging alone (tests that capture logs)."""
+    ``configure_logs=False`` leaves logging alone (tests that capture logs); ``tracing``
+    defaults to what the ``OTEL_*`` variables ask for (``app.tracing``: off when unset)."""
     if settings is None:
         try:
             settings = load_settings()
@@ -127,9 +145,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = FastAPI(title="dbpool", version=__version__, description=_DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.configure_logs = configure_logs
+    app.state.tracing = tracing = tracing_from_env() if tracing is None else tracing
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    tracing.install(app)  # the request span, inside the request id (nothing when off)
     # Outermost of ours: the request id wraps everything, even the 413 and the 500s.
     app.add_middleware(RequestMiddleware, settings=settings, access=AccessTable.of(ROUTERS))
     return app

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
+MAX_HISTORY_SAMPLES = 3600  # per pool: bounds the history's memory (~40 bytes a sample)
 HostRule = ipaddress.IPv4Network | ipaddress.IPv6Network | str
 
 
@@ -63,6 +64,9 @@ class Settings(BaseSettings):
     probe_max_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     auth_retry_interval_seconds: float = Field(default=30, gt=0)
     mysql_driver: Literal["aiomysql", "asyncmy"] = "aiomysql"
+    # The dashboard's pool history: one sample per interval, kept for the window.
+    history_interval_seconds: float = Field(default=5, gt=0, le=300)
+    history_window_seconds: float = Field(default=900, gt=0, le=86400)
 
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -94,6 +98,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DBPOOL_REQUIRE_AUTH is set but no key is: set DBPOOL_ADMIN_API_KEY (and "
                 "DBPOOL_API_KEY for callers), e.g. from `dbpool keys generate`"
+            )
+        if self.history_window_seconds / self.history_interval_seconds > MAX_HISTORY_SAMPLES:
+            raise ValueError(
+                f"DBPOOL_HISTORY_WINDOW_SECONDS / DBPOOL_HISTORY_INTERVAL_SECONDS must not pass "
+                f"{MAX_HISTORY_SAMPLES} samples per pool: shorten the window or sample less often"
             )
         for key in (self.api_key, self.admin_api_key):
             if key is not None and len(key.get_secret_value()) < 16:

@@ -2,7 +2,10 @@
 --case point``. Calls the service's ASGI app (and, with ``--baseline``, the raw-driver
 baseline's) directly from 64 tasks in this process, pinned to the last CPU, and prints CPU
 per request: what the app costs above uvicorn, the steadiest figure on a shared machine.
-``--profile out.prof`` writes a cProfile of the measured window."""
+``--profile out.prof`` writes a cProfile of the measured window. ``--tracing ours`` traces
+every request (spans batched to an exporter that drops them); ``--tracing contrib`` does the
+same with opentelemetry-instrumentation-asgi's middleware in place of ours (install it first)
+for the HTTP span."""
 
 from __future__ import annotations
 
@@ -62,8 +65,35 @@ def _scope(path: str) -> dict[str, Any]:
     }
 
 
+def _tracing(kind: str) -> Any:
+    """``None`` (the default: off unless OTEL_* asks), or tracing to a dropping exporter."""
+    if kind == "off":
+        return None
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from app.tracing import OtelTracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))  # as OTEL_* builds it
+    if kind == "ours":
+        return OtelTracing(provider)
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    class Contrib(OtelTracing):
+        def install(self, app: Any) -> None:
+            app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+
+    return Contrib(provider)
+
+
 @asynccontextmanager
-async def _service(db: fixtures.DbTarget, tmp: Path) -> AsyncIterator[tuple[Any, int]]:
+async def _service(db: fixtures.DbTarget, tmp: Path,
+                   tracing: str = "off") -> AsyncIterator[tuple[Any, int]]:
     from app.main import create_app
     from app.registry.crypto import generate_key
     from app.registry.migrations import upgrade_to_head
@@ -73,7 +103,7 @@ async def _service(db: fixtures.DbTarget, tmp: Path) -> AsyncIterator[tuple[Any,
     await upgrade_to_head(url)
     settings = Settings(registry_url=url, encryption_keys=[SecretStr(generate_key())],
                         key_file=tmp / "k", log_level="WARNING")
-    app = create_app(settings)
+    app = create_app(settings, tracing=_tracing(tracing))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -96,7 +126,7 @@ async def _drive(args: argparse.Namespace) -> None:
     db = fixtures.PG if args.engine == "postgresql" else fixtures.MY
     bodies = fixtures.cases_for(db, (args.case,))[0].bodies
     with tempfile.TemporaryDirectory() as tmp:
-        target = _baseline(db) if args.baseline else _service(db, Path(tmp))
+        target = _baseline(db) if args.baseline else _service(db, Path(tmp), args.tracing)
         async with target as (app, cid):
             scope = _scope(QUERY_PATH.format(connection_id=cid))
             done = 0
@@ -127,7 +157,7 @@ async def _drive(args: argparse.Namespace) -> None:
                 profiler.dump_stats(args.profile)
             wall = time.monotonic() - started
             per = (time.process_time() - cpu) / max(done, 1) * 1e6
-            name = "baseline" if args.baseline else "service"
+            name = "baseline" if args.baseline else f"service (tracing {args.tracing})"
             print(f"{name} {args.engine} {args.case}: {done / wall:.0f} req/s, "
                   f"{per:.0f} us CPU per request, {failed} failed")
 
@@ -140,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--profile", default="")
+    parser.add_argument("--tracing", choices=("off", "ours", "contrib"), default="off")
     args = parser.parse_args(argv)
     pin(os.getpid(), plan_cores().server)
     import uvloop

@@ -98,6 +98,17 @@ def _extra_goals(extras: dict[str, Any]) -> list[dict[str, Any]]:
             None if p99 is None else p99 < 100,
         )
     )
+    history = scale.get("history") or {}
+    per_pool = history.get("bytes_per_pool")
+    out.append(
+        _goal(
+            f"pool history memory per pool ({history.get('pools')} live pools)",
+            "<= 16 KiB",
+            per_pool,
+            None if per_pool is None else per_pool <= 16 * 1024,
+            f"{history.get('window_s')} s at one sample per {history.get('interval_s')} s",
+        )
+    )
     for engine, figures in (scale.get("memory") or {}).items():
         if isinstance(figures, dict):
             kib = figures["kib_per_pool"]

@@ -247,7 +247,10 @@ def _throughput(run: Run, servers: dict[str, Server], ids: dict[tuple[str, str],
 
 def _extras(run: Run) -> dict[str, Any]:
     """Scale and fault figures on a fresh service, each reported on its own."""
-    server = start_service(run.group, "service-extras", run.workdir / "service-extras")
+    # The default history ring (900 s / 5 s = 180 samples) sampled every second, so every
+    # live pool is in the history within a second: the same bytes per pool, no 5 s wait.
+    history = {"DBPOOL_HISTORY_INTERVAL_SECONDS": "1", "DBPOOL_HISTORY_WINDOW_SECONDS": "180"}
+    server = start_service(run.group, "service-extras", run.workdir / "service-extras", history)
     jobs: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
         "scale": lambda: measure_scale(server.url, server.proc.pid, run.mode.scale),
         "circuit_open": lambda: measure_fail_fast(server.url, run.mode.fault_samples),

@@ -1,5 +1,6 @@
 """Scale figures of one fresh service process: RSS per live pool with 2 open connections,
-and pool-status / ``/metrics`` latency with many registered connections and live pools.
+pool-status / ``/metrics`` latency with many registered connections and live pools, and the
+pool history's memory per pool (as the service itself reports it) and its latency.
 
 Live pools point at MariaDB under a throwaway account (PostgreSQL allows 100 connections
 here, MariaDB 500), one open connection each; ``max_connections`` is raised only if needed
@@ -43,6 +44,7 @@ async def measure_scale(url: str, pid: int, size: ScaleSize) -> dict[str, Any]:
             live = await _live_pools(http, my, size, already=memory["live_pools"])
             status = await _latency(url, f"{API}/pool-status", size.status_samples)
             metrics = await _latency(url, "/metrics", size.metrics_samples)
+            history = await _history(url, http, live["live_pools"], size.metrics_samples)
             status["reported_total_pools"] = await _total_pools(http)
             live["mariadb_user_connections"] = my_count(my.user)
         return {
@@ -50,6 +52,7 @@ async def measure_scale(url: str, pid: int, size: ScaleSize) -> dict[str, Any]:
             "live_pools": live,
             "pool_status": status,
             "metrics": metrics,
+            "history": history,
             "mariadb": capacity,
         }
 
@@ -157,6 +160,31 @@ async def _latency(url: str, path: str, samples: int) -> dict[str, Any]:
             seconds.append(elapsed)
             size = len(payload)
     return latency_summary(seconds) | {"response_bytes": size}
+
+
+async def _history(
+    url: str, http: httpx.AsyncClient, live: int, samples: int
+) -> dict[str, Any]:
+    """Bytes of history per pool (once every live pool has been sampled), and the latency of
+    the whole history and of one pool's (what the dashboard asks for every 2 s)."""
+    path = f"{API}/pool-status/history"
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        data = (await http.get(path, params={"seconds": 1})).json()["data"]
+        if len(data["pools"]) >= live or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    pools = len(data["pools"])
+    first = data["pools"][0]["connectionId"] if pools else 0
+    return {
+        "pools": pools,
+        "interval_s": data["intervalSeconds"],
+        "window_s": data["windowSeconds"],
+        "memory_bytes": data["memoryBytes"],
+        "bytes_per_pool": round(data["memoryBytes"] / max(1, pools)),
+        "all_pools": await _latency(url, path, samples),
+        "one_pool": await _latency(url, f"{path}?connectionId={first}", samples),
+    }
 
 
 async def _total_pools(http: httpx.AsyncClient) -> int:

@@ -13,6 +13,16 @@ fi
 
 bash scripts/test_databases.sh
 
+# The dashboard's browser test drives Debian's Chromium (Playwright comes with the test extra;
+# it never downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "== installing chromium"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "== ruff"
 "$VENV/bin/ruff" check app tests bench alembic
 echo "== mypy"

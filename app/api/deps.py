@@ -19,9 +19,11 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPBearer
 
 from app.api.auth import Access
+from app.pools.history import HistorySampler
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
+from app.tracing import NO_TRACING, Tracing
 
 __all__ = [
     "AdminAccess",
@@ -41,6 +43,8 @@ class ApiParts:
     settings: Settings
     repository: ConnectionRepository
     pools: PoolManager
+    history: HistorySampler
+    tracing: Tracing = NO_TRACING
 
 
 class BearerAuth(HTTPBearer):

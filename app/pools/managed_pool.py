@@ -40,6 +40,7 @@ from app.pools.stale import SentNothing
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
 from app.pools.translate import translate_error
 from app.settings import Settings
+from app.tracing import NO_TRACING, Tracing
 
 __all__ = ["ManagedPool"]
 
@@ -63,9 +64,11 @@ class ManagedPool:
         metrics: PoolMetrics | None = None,
         on_refused: Callable[[ManagedPool], None] | None = None,
         resolve: Resolve = system_resolve,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.config = config
         self._metrics = metrics
+        self._tracing = tracing
         self._clock = clock
         self._timeout = config.connection_timeout
         self._hygiene = hygiene_timeout(config)
@@ -170,7 +173,8 @@ class ManagedPool:
             raise DbUnavailable("The pool is being closed; retry", retry_after=0.1)
         self._breaker.check()
         started = self._clock()
-        await self._admit()
+        with self._tracing.pool_span("pool wait", self.config):
+            await self._admit()
         try:
             conn = await self._connect()
         except BaseException:
@@ -209,7 +213,8 @@ class ManagedPool:
     async def _connect(self) -> AsyncConnection:
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await self.engine.connect()
+                with self._tracing.pool_span("connect", self.config):
+                    conn = await self.engine.connect()
         except HostNotAllowed:
             raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:
@@ -294,7 +299,8 @@ class ManagedPool:
 
     async def _return(self, conn: AsyncConnection) -> None:
         try:
-            await conn.close()
+            with self._tracing.pool_span("reset", self.config):  # the reset runs on close
+                await conn.close()
         except Exception:
             log.warning("returning a connection failed", exc_info=True,
                         extra={"pool": self.config.pool_name})

@@ -18,6 +18,7 @@ from app.pools.managed_pool import ManagedPool
 from app.pools.metrics import PoolMetrics
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
+from app.tracing import NO_TRACING, Tracing
 
 __all__ = ["PoolManager"]
 
@@ -36,9 +37,11 @@ class PoolManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: PoolMetrics | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._resolver = resolver
         self._metrics = metrics
+        self._tracing = tracing
         self._settings = settings
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -92,6 +95,7 @@ class PoolManager:
                 pool = ManagedPool(
                     config, self._settings, clock=self._clock, metrics=self._metrics,
                     on_refused=self._refused,
+                    tracing=self._tracing,
                 )
                 self._pools[connection_id] = pool
             log.info(
@@ -135,6 +139,7 @@ class PoolManager:
                 recreations=old.recreations + 1,
                 metrics=self._metrics,
                 on_refused=self._refused,
+                tracing=self._tracing,
             )
             new.mark_degraded(old.snapshot().last_health_check_at)
             self._pools[connection_id] = new

@@ -31,7 +31,7 @@ from typing import Protocol
 from app.domain import ConnectionConfig
 from app.pools.stats import PoolSnapshot
 
-__all__ = ["CONTENT_TYPE", "TIME_BUCKETS", "PoolMetrics", "SnapshotSource"]
+__all__ = ["CONTENT_TYPE", "TIME_BUCKETS", "PoolCounters", "PoolMetrics", "SnapshotSource"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: from sub-millisecond waits on a warm pool to a full 30 s connection_timeout.
@@ -45,6 +45,16 @@ _HISTOGRAMS = (
     ("dbpool_query_duration_seconds", "Time to run one query or transaction."),
 )
 _CREATE, _WAIT, _USE, _QUERY = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCounters:
+    """One pool's running totals: queries run, queries failed, acquire waits per bucket
+    (``TIME_BUCKETS`` then +Inf, not cumulative). The history derives rates from them."""
+
+    queries: int = 0
+    errors: int = 0
+    wait_counts: tuple[int, ...] = (0,) * len(_LE)
 
 
 class SnapshotSource(Protocol):
@@ -158,6 +168,15 @@ class PoolMetrics:
         """Forget every pool not in ``live_ids`` (the housekeeper's safety net each round)."""
         for cid in [cid for cid in self._series if cid not in live_ids]:
             self.forget(cid)
+
+    def counters(self, connection_id: int) -> PoolCounters:
+        """The running totals of ``connection_id`` (zeros when it has none yet)."""
+        series = self._series.get(connection_id)
+        if series is None:
+            return PoolCounters()
+        queries = series.histograms[_QUERY].counts
+        return PoolCounters(sum(queries), sum(series.errors.values()),
+                            tuple(series.histograms[_WAIT].counts))
 
     @property
     def tracked_ids(self) -> set[int]:

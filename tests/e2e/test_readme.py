@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 EXAMPLE = re.compile(r"<!-- readme-example: ([\w-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
-EXPECTED = ["setup", "register", "list", "test", "query", "transaction", "pool-status", "metrics"]
+EXPECTED = [
+    "setup", "register", "list", "test", "query", "transaction", "pool-status", "metrics",
+    "history",
+]
 DEMO = "dbpool_demo"  # the role and the database the setup block creates
 DEMO_PASSWORD = "dbpool-demo-pw"
 
@@ -131,6 +135,14 @@ def test_readme_examples_run_verbatim(start_server: StartServer, demo_name: str)
     assert [p["connectionId"] for p in status["pools"]] == [1]
     assert status["pools"][0]["openConnections"] >= 1
     assert re.search(r'^db_client_connection_max\{[^}]*connection_id="1"', out["metrics"], re.M)
+    # The pool shows in the history from its first sample (one every 5 s here).
+    for _ in range(60):
+        pools = envelope(out["history"])["pools"]
+        if pools:
+            break
+        time.sleep(0.25)
+        out["history"] = run_block(examples["history"], server.base_url)
+    assert [(p["connectionId"], p["connectionName"]) for p in pools] == [(1, "crm")]
 
     for name in ("register", "list", "query", "pool-status"):
         assert DEMO_PASSWORD not in out[name], f"{name} response shows the password"

@@ -29,6 +29,7 @@ from app.api.routes import metrics as metrics_routes
 from app.api.routes import pools as pool_routes
 from app.domain import ConnectionConfig, DbType
 from app.errors import ConnectionNotFound
+from app.pools.history import HistorySampler
 from app.pools.housekeeper import Housekeeper
 from app.pools.manager import PoolManager
 from app.pools.metrics import PoolMetrics
@@ -173,7 +174,8 @@ async def monitored(
         if start_housekeeper:
             keeper.start()
         stack.push_async_callback(keeper.aclose)
-        app.state.parts = ApiParts(settings, registry, manager)  # type: ignore[arg-type]
+        history = HistorySampler(manager, metrics)
+        app.state.parts = ApiParts(settings, registry, manager, history)  # type: ignore[arg-type]
         app.state.pool_metrics = metrics
         transport = httpx.ASGITransport(app=app)
         client = await stack.enter_async_context(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import connections, health, metrics, pools, queries
+from app.api.routes import connections, dashboard, health, metrics, pools, queries
 
 __all__ = ["ROUTERS"]
 
@@ -20,4 +20,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     metrics.router,
     connections.router,
     health.router,
+    dashboard.router,
 )

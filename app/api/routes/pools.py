@@ -7,13 +7,14 @@ replicas for a fleet-wide view). The static ``/pool-status`` path is registered 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic_core import to_json
 
 from app.api.deps import ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
+from app.api.schemas.history import PoolHistoryList, history_body
 from app.api.schemas.pools import (
     PoolStatusList,
     PoolStatusPublic,
@@ -55,6 +56,35 @@ async def pool_status(parts: QueryParts) -> Response:
     data = pool_status_body(parts.pools.snapshots())
     body = {"success": True, "data": data, "message": f"{data['totalPools']} connection pools"}
     return Response(to_json(body), media_type="application/json")
+
+
+@router.get(
+    "/pool-status/history",
+    summary="The last minutes of every live pool",
+    description=(
+        "One sample per interval (`DBPOOL_HISTORY_INTERVAL_SECONDS`, 5 s) for the last "
+        "`DBPOOL_HISTORY_WINDOW_SECONDS` (900 s): open, active, idle, waiting and max "
+        "connections, acquire-wait p99, query and error rates; column-wise, oldest first. "
+        "A pool's history goes with the pool. `connectionId` keeps one pool (none when it has "
+        "no live pool), `seconds` only the most recent samples."
+    ),
+    response_model=Envelope[PoolHistoryList],
+)
+async def pool_history(
+    parts: QueryParts,
+    connection_id: Annotated[
+        int | None, Query(alias="connectionId", gt=0, le=2**63 - 1, description="One pool only")
+    ] = None,
+    seconds: Annotated[
+        float | None, Query(gt=0, le=86400, description="Only samples this recent")
+    ] = None,
+) -> Response:
+    history = parts.history
+    pools = history.history(connection_id, seconds)
+    data = history_body(pools, interval=history.period, window=history.window,
+                        memory_bytes=history.nbytes)
+    body = {"success": True, "data": data, "message": f"history of {len(pools)} pools"}
+    return Response(to_json(body, inf_nan_mode="null"), media_type="application/json")
 
 
 @router.get(

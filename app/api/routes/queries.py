@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.deps import ConnectionId, QueryParts
+from app.api.deps import ApiParts, ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
@@ -35,7 +35,6 @@ from app.errors import DbPoolError
 from app.pools.budget import ResultBudget
 from app.pools.catalogue import can_write, list_tables, read_rows
 from app.pools.managed_pool import ManagedPool
-from app.pools.manager import PoolManager
 from app.pools.query import QueryResult, Statement, run_query, run_transaction
 from app.pools.stale import SentNothing
 from app.settings import Settings
@@ -81,14 +80,18 @@ def _max_rows(requested: int | None, settings: Settings) -> int:
     return min(requested or DEFAULT_MAX_ROWS, settings.max_rows)
 
 
-async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) -> T:
-    """``work`` on one connection of the pool; failures logged and counted."""
-    pool = await pools.get(connection_id)
+async def _on_connection(parts: ApiParts, connection_id: int, work: Work[T],
+                         operation: str, statements: Sequence[str] = ()) -> T:
+    """``work`` on one connection of the pool; failures logged and counted; traced as
+    ``operation`` on ``statements`` (the caller's SQL; none for our own catalogue reads)."""
+    pool = await parts.pools.get(connection_id)
+    tracing = parts.tracing
 
     async def measured(conn: AsyncConnection) -> T:
         started = time.perf_counter()
         try:
-            return await work(pool, conn)
+            with tracing.query_span(pool.config, operation, statements):
+                return await work(pool, conn)
         except SentNothing:
             raise  # not a query failure: the pool retries on a fresh connection
         except DbPoolError as exc:
@@ -187,7 +190,8 @@ async def query(
         )
         return _query_response(result, budget.rows_json())
 
-    return await _watched(request, _on_connection(parts.pools, connection_id, work))
+    return await _watched(request, _on_connection(parts, connection_id, work, "query",
+                                                  (body.sql,)))
 
 
 def _query_response(result: QueryResult, rows_json: bytes) -> Response:
@@ -248,7 +252,9 @@ async def transaction(
         )
         return Envelope(data=data, message=f"{len(result.results)} statements committed")
 
-    return await _watched(request, _on_connection(parts.pools, connection_id, work))
+    sqls = [s.sql for s in statements]
+    return await _watched(request, _on_connection(parts, connection_id, work, "transaction",
+                                                  sqls))
 
 
 @router.get(
@@ -266,7 +272,7 @@ async def tables(
         data = [TablePublic(schema=t.schema, name=t.name, type=t.type) for t in found]
         return Envelope(data=data, message=f"{len(data)} tables")
 
-    return await _on_connection(parts.pools, connection_id, work)
+    return await _on_connection(parts, connection_id, work, "tables")
 
 
 @router.get(
@@ -296,7 +302,7 @@ async def table_rows(
         data = QueryResultPublic.model_validate(result, from_attributes=True)
         return Envelope(data=data, message=f"{result.row_count} rows")
 
-    return await _on_connection(parts.pools, connection_id, work)
+    return await _on_connection(parts, connection_id, work, "rows")
 
 
 @router.post(
@@ -323,7 +329,7 @@ async def test_connection(
         )
         return str(result.rows[0][0]), await can_write(conn, config, discard=pool.discard)
 
-    version, writable = await _on_connection(parts.pools, connection_id, work)
+    version, writable = await _on_connection(parts, connection_id, work, "test")
     latency = round((time.perf_counter() - started) * 1000, 3)
     data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version,
                                 can_write=writable)
