@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["PoolSnapshot", "PoolState", "PoolStats"]
+__all__ = ["NodeSnapshot", "PoolSnapshot", "PoolState", "PoolStats"]
 
 PoolState = Literal["ok", "degraded", "circuit_open", "auth_failed"]
 
@@ -45,7 +45,22 @@ class PoolSnapshot:
     stats: PoolStats
     next_probe_at: datetime | None = None  # while the circuit is open
     last_probe_error: str | None = None  # code of the last connect failure while not ok
+    node: str = "node0"  # which node of the registration (a single-node pool is node0)
+    nodes: tuple[NodeSnapshot, ...] = ()  # a cluster's nodes; its own figures are their sums
 
     @property
     def open(self) -> int:
         return self.checked_out + self.checked_in
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSnapshot:
+    """One node of a cluster: its discovered role and lag, and its own pool's snapshot."""
+
+    node: str
+    role: str  # primary | replica | unknown (not asked yet, or unreachable since the start)
+    address: str  # host:port
+    weight: int
+    lag_seconds: float | None
+    probed_at: datetime | None  # last successful role/lag probe
+    pool: PoolSnapshot

@@ -23,6 +23,7 @@ from app.api.deps import ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
+    NodePublic,
     QueryRequest,
     QueryResultPublic,
     StatementResultPublic,
@@ -33,11 +34,19 @@ from app.api.schemas.queries import (
 from app.domain import DbType
 from app.errors import DbPoolError
 from app.pools.catalogue import can_write, list_tables, read_rows
+from app.pools.cluster import Target
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
-from app.pools.query import QueryResult, Statement, run_query, run_transaction
+from app.pools.query import (
+    QueryResult,
+    Statement,
+    TransactionResult,
+    run_query,
+    run_transaction,
+)
 from app.pools.stale import SentNothing
 from app.settings import Settings
+from app.sql import analyse
 
 __all__ = ["router"]
 
@@ -78,24 +87,43 @@ def _max_rows(requested: int | None, settings: Settings) -> int:
     return min(requested or DEFAULT_MAX_ROWS, settings.max_rows)
 
 
-async def _on_connection(pools: PoolManager, connection_id: int, work: Work[T]) -> T:
-    """``work`` on one connection of the pool; failures logged and counted."""
+async def _on_connection(
+    pools: PoolManager,
+    connection_id: int,
+    work: Work[T],
+    *,
+    target: Target = "auto",
+    read: bool | Callable[[DbType], bool] = False,
+) -> tuple[T, dict[str, str] | None]:
+    """``work`` on one connection of the registration's pool, and which node answered
+    (``None`` for a single-node registration: its one node, no routing, no analysis).
+    With replicas, ``target`` and ``read`` (a flag, or asked of the analyser only when
+    needed) pick the node. Failures are logged and counted."""
     pool = await pools.get(connection_id)
+    if isinstance(pool, ManagedPool):
+        return await pool.run(lambda conn: _measured(work, pool, conn)), None
+    reads = read(pool.config.db_type) if callable(read) else read
+    result, node = await pool.route(_measured_on(work), target=target, read=reads)
+    return result, {"id": node.id, "role": node.role}
 
-    async def measured(conn: AsyncConnection) -> T:
-        started = time.perf_counter()
-        try:
-            return await work(pool, conn)
-        except SentNothing:
-            raise  # not a query failure: the pool retries on a fresh connection
-        except DbPoolError as exc:
-            pool.record_query_error(exc.code)
-            log.warning("query failed", extra={"connection_id": connection_id, "code": exc.code})
-            raise
-        finally:
-            pool.record_query(time.perf_counter() - started)
 
-    return await pool.run(measured)
+def _measured_on(work: Work[T]) -> Work[T]:
+    return lambda node, conn: _measured(work, node, conn)
+
+
+async def _measured(work: Work[T], pool: ManagedPool, conn: AsyncConnection) -> T:
+    started = time.perf_counter()
+    try:
+        return await work(pool, conn)
+    except SentNothing:
+        raise  # not a query failure: the pool retries on a fresh connection
+    except DbPoolError as exc:
+        pool.record_query_error(exc.code)
+        log.warning("query failed", extra={"connection_id": pool.config.id, "code": exc.code,
+                                           "node": pool.config.node})
+        raise
+    finally:
+        pool.record_query(time.perf_counter() - started)
 
 
 class _DisconnectWatch:
@@ -169,8 +197,8 @@ async def query(
     request: Request,
     parts: QueryParts,
 ) -> Envelope[QueryResultPublic] | Response:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Response:
-        result = await run_query(
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> QueryResult:
+        return await run_query(
             conn,
             pool.config,
             body.sql,
@@ -180,12 +208,21 @@ async def query(
             row_format=body.row_format,
             discard=pool.discard,
         )
-        return _query_response(result)
 
-    return await _watched(request, _on_connection(parts.pools, connection_id, work))
+    def reads(db_type: DbType) -> bool:
+        return analyse(body.sql, db_type).read_only
+
+    async def answer() -> Response:
+        result, node = await _on_connection(
+            parts.pools, connection_id, work, target=body.target,
+            read=reads if body.target == "auto" else False,
+        )
+        return _query_response(result, node)
+
+    return await _watched(request, answer())
 
 
-def _query_response(result: QueryResult) -> Response:
+def _query_response(result: QueryResult, node: dict[str, str] | None) -> Response:
     """The ``Envelope[QueryResultPublic]`` body, encoded once by pydantic-core's serializer.
 
     The rows are JSON-ready already (``encode_rows``), so validating them again through the
@@ -199,6 +236,7 @@ def _query_response(result: QueryResult) -> Response:
             "rowCount": result.row_count,
             "truncated": result.truncated,
             "durationMs": result.duration_ms,
+            "node": node,
         },
         "message": f"{result.row_count} rows",
     }
@@ -223,27 +261,34 @@ async def transaction(
 ) -> Envelope[TransactionResultPublic] | Response:
     statements = [Statement(sql=s.sql, params=s.params) for s in body.statements]
 
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[TransactionResultPublic]:
-        result = await run_transaction(
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> TransactionResult:
+        return await run_transaction(
             conn,
             pool.config,
             statements,
             max_rows=_max_rows(body.max_rows, parts.settings),
             isolation_level=body.isolation_level,
+            read_only=body.read_only,
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
             discard=pool.discard,
         )
+
+    async def answer() -> Envelope[TransactionResultPublic]:
+        # A read-only transaction may go to a replica; any other to the primary.
+        result, node = await _on_connection(parts.pools, connection_id, work,
+                                            read=body.read_only)
         data = TransactionResultPublic(
             results=[
                 StatementResultPublic.model_validate(r, from_attributes=True)
                 for r in result.results
             ],
             duration_ms=result.duration_ms,
+            node=None if node is None else NodePublic.model_validate(node),
         )
         return Envelope(data=data, message=f"{len(result.results)} statements committed")
 
-    return await _watched(request, _on_connection(parts.pools, connection_id, work))
+    return await _watched(request, answer())
 
 
 @router.get(
@@ -261,7 +306,8 @@ async def tables(
         data = [TablePublic(schema=t.schema, name=t.name, type=t.type) for t in found]
         return Envelope(data=data, message=f"{len(data)} tables")
 
-    return await _on_connection(parts.pools, connection_id, work)
+    envelope, _ = await _on_connection(parts.pools, connection_id, work, read=True)
+    return envelope
 
 
 @router.get(
@@ -277,8 +323,8 @@ async def table_rows(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     schema: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Envelope[QueryResultPublic]:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[QueryResultPublic]:
-        result = await read_rows(
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> QueryResult:
+        return await read_rows(
             conn,
             pool.config,
             table,
@@ -287,10 +333,11 @@ async def table_rows(
             offset=offset,
             discard=pool.discard,
         )
-        data = QueryResultPublic.model_validate(result, from_attributes=True)
-        return Envelope(data=data, message=f"{result.row_count} rows")
 
-    return await _on_connection(parts.pools, connection_id, work)
+    result, node = await _on_connection(parts.pools, connection_id, work, read=True)
+    data = QueryResultPublic.model_validate(result, from_attributes=True)
+    data.node = None if node is None else NodePublic.model_validate(node)
+    return Envelope(data=data, message=f"{result.row_count} rows")
 
 
 @router.post(
@@ -317,7 +364,8 @@ async def test_connection(
         )
         return str(result.rows[0][0]), await can_write(conn, config, discard=pool.discard)
 
-    version, writable = await _on_connection(parts.pools, connection_id, work)
+    (version, writable), _ = await _on_connection(parts.pools, connection_id, work,
+                                                  target="primary")
     latency = round((time.perf_counter() - started) * 1000, 3)
     data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version,
                                 can_write=writable)
