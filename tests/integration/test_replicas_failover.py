@@ -1,0 +1,58 @@
+"""Promoting the standby (``pg_ctl promote``) makes it the write target within one monitor
+round, with no registry change. The pair cannot go back as it was: it is rebuilt afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support import replicas as rp
+from tests.support.query import Api, query_registry, running_api, unique, wait_until
+
+pytestmark = pytest.mark.usefixtures("replica_pairs")
+__all__ = ["query_registry"]
+
+
+@pytest.fixture
+async def api(query_registry: str) -> AsyncIterator[Api]:
+    async with running_api(query_registry, shutdown_grace_seconds=1) as running:
+        yield running
+
+
+async def test_a_promoted_standby_becomes_the_write_target(api: Api) -> None:
+    table = unique("ft")
+    cid = await api.register(
+        "postgresql", port=rp.PG_PRIMARY, database=rp.DATABASE, username=rp.USER,
+        password=rp.PASSWORD, replicas=[{"host": rp.HOST, "port": rp.PG_STANDBY}],
+        connectionTimeout=3,
+    )
+
+    async def node_of(sql: str) -> str:
+        response = await api.query(cid, sql)
+        assert response.status_code == 200, response.text
+        return str(response.json()["data"]["node"]["id"])
+
+    async def replicated() -> bool:
+        rows = await rp.pg_fetch(rp.PG_STANDBY, "SELECT to_regclass($1) IS NOT NULL", table)
+        return bool(rows[0][0])
+
+    assert await node_of(f"CREATE TABLE {table} (id int)") == "node0"
+    assert await wait_until(replicated, within=10)
+    assert await node_of(f"SELECT id FROM {table}") == "node1"
+    before = (await api.client.get(f"/api/external-db-connections/{cid}")).json()["data"]
+    try:
+        # The old primary keeps running (split brain): the newest promotion takes the writes.
+        await rp.promote()
+        await api.app.state.housekeeper.run_once()  # one monitor round
+        assert await node_of(f"INSERT INTO {table} VALUES (1)") == "node1"
+        roles = {n.node: n.role for n in api.snapshot(cid).nodes}
+        assert roles == {"node0": "primary", "node1": "primary"}
+        rows = await rp.pg_fetch(rp.PG_STANDBY, f"SELECT count(*) FROM {table}")
+        assert rows[0][0] == 1  # the write is on the promoted node itself
+        # With no replica left, reads fall back to the write target.
+        assert await node_of(f"SELECT id FROM {table}") == "node1"
+    finally:
+        await rp.restore()
+    after = (await api.client.get(f"/api/external-db-connections/{cid}")).json()["data"]
+    assert after["configVersion"] == before["configVersion"]  # no registry change
