@@ -44,6 +44,7 @@ NodeWork = Callable[[ManagedPool, AsyncConnection], Awaitable[T]]
 # A monitor round waits this long for the nodes' probes; slower ones finish in the background
 # (a black-holed node must not stall the housekeeper, whose own bound is 0.5 s at least).
 PROBE_WAIT_SECONDS = 0.4
+REPROBE_SECONDS = 1.0  # a request finding no node in the role it needs asks again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class PoolCluster:
         ]
         self._max_lag = config.max_replica_lag_seconds
         self._discovery: asyncio.Task[None] | None = None
+        self._reprobed_at = -REPROBE_SECONDS
         self.recreations = recreations
         self.created_at = datetime.now(UTC)
 
@@ -101,7 +103,14 @@ class PoolCluster:
             self._discovery = asyncio.create_task(self._probe_all())
         if not self._discovery.done():
             await asyncio.shield(self._discovery)
-        candidates = self._candidates(target, read)
+        try:
+            candidates = self._candidates(target, read)
+        except DbUnavailable:
+            # A role nobody is known to have yet (every node was down when asked): ask the
+            # nodes with no known role again, at most once a second, before failing.
+            if not await self._reprobe_unknown():
+                raise
+            candidates = self._candidates(target, read)
         for index, node in enumerate(candidates):
             attempt = _Attempt(node.pool, work)
             try:
@@ -167,6 +176,18 @@ class PoolCluster:
 
     async def _probe_all(self) -> None:
         await self._probe_nodes(wait=None)
+
+    async def _reprobe_unknown(self) -> bool:
+        now = self._clock()
+        unknown = [n for n in self._nodes if n.role == "unknown"]
+        if not unknown or now - self._reprobed_at < REPROBE_SECONDS:
+            return False
+        self._reprobed_at = now
+        for node in unknown:
+            if node.probe is None or node.probe.done():
+                node.probe = asyncio.create_task(self._probe(node))
+        await asyncio.wait([n.probe for n in unknown if n.probe is not None])
+        return True
 
     async def _probe_nodes(self, *, wait: float | None) -> None:
         """Ask every node its role and lag (one probe per node at a time); wait at most

@@ -184,6 +184,34 @@ async def test_a_stopped_primary_keeps_reads_and_fails_writes_fast(
     await assert_counts_match(pair)
 
 
+async def test_a_primary_down_at_the_first_request_is_found_when_it_returns(api: Api) -> None:
+    table = unique("rt")
+    await rp.pg_fetch(rp.PG_PRIMARY, f"CREATE TABLE {table} (id int)")
+    await rp.pg_fetch(rp.PG_PRIMARY, f"GRANT ALL ON {table} TO {rp.USER}")
+    await rp.node("stop", "pg-primary")
+    try:
+        cid = await api.register(
+            "postgresql", port=rp.PG_PRIMARY, database=rp.DATABASE, username=rp.USER,
+            password=rp.PASSWORD, replicas=[{"host": rp.HOST, "port": rp.PG_STANDBY}],
+            connectionTimeout=3,
+        )
+        write = await api.query(cid, f"INSERT INTO {table} VALUES (1)")
+        assert write.status_code == 503, write.text
+        assert write.json()["error"]["details"]["roles"] == {"node0": "unknown",
+                                                             "node1": "replica"}
+        read = await api.query(cid, f"SELECT id FROM {table}")
+        assert read.json()["data"]["node"]["id"] == "node1", read.text
+    finally:
+        await rp.node("start", "pg-primary")
+
+    async def writes() -> bool:
+        response = await api.query(cid, f"INSERT INTO {table} VALUES (2)")
+        return response.status_code == 200
+
+    # No monitor round needed: a request that finds no primary asks the unknown node again.
+    assert await wait_until(writes, within=5)
+
+
 @pytest.mark.parametrize("db_type", ENGINES)
 async def test_a_replica_past_max_lag_is_skipped(api: Api, db_type: str) -> None:
     pair = await make_pair(api, db_type, maxReplicaLagSeconds=0.5)

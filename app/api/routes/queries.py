@@ -71,9 +71,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "A field failed validation (VALIDATION_ERROR): a missing parameter, more than "
         "one statement, unreadable SQL, transaction control inside /transaction",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
-        503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open "
-        "(DB_UNAVAILABLE), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE)"
-        "; Retry-After says when to try again",
+        503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open, or no "
+        "usable node for the target (DB_UNAVAILABLE; a write with no reachable primary fails "
+        "fast), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE); "
+        "Retry-After says when to try again",
         504: "The statement ran past its timeout and was cancelled (QUERY_TIMEOUT)",
     }.items()
 }
@@ -189,7 +190,9 @@ async def _disconnected(request: Request) -> None:
     description="Rows beyond `maxRows` are not read: `truncated` says so. "
     "Writes report affected rows in `rowCount`. One statement only (422 otherwise, "
     "nothing sent). On a `readOnly` connection it runs in a read-only transaction, and "
-    "statements that could change the session or the transaction are refused (403).",
+    "statements that could change the session or the transaction are refused (403). "
+    "With replicas, `target` picks the node (`auto`: proven reads to a replica, the rest "
+    "to the primary) and `data.node` says which node answered.",
 )
 async def query(
     connection_id: ConnectionId,
@@ -251,7 +254,9 @@ def _query_response(result: QueryResult, node: dict[str, str] | None) -> Respons
     "a failure names the statement in `details.statementIndex`. The endpoint owns BEGIN "
     "and COMMIT: transaction control among the statements (BEGIN, COMMIT, ROLLBACK, SET "
     "TRANSACTION, LOCK TABLES, XA, ...) is refused with 422, and on MySQL/MariaDB so are "
-    "DDL and unknown statements (they commit implicitly); savepoints are allowed.",
+    "DDL and unknown statements (they commit implicitly); savepoints are allowed. "
+    "With replicas it runs on the primary, unless `readOnly` (a read-only transaction, "
+    "which a replica may serve).",
 )
 async def transaction(
     connection_id: ConnectionId,

@@ -174,7 +174,10 @@ class ConnectionCreate(ApiModel):
     username: Identifier
     password: Password
     is_active: Flag = True
-    max_connections: MaxConnections = 10
+    max_connections: MaxConnections = Field(
+        default=10, description="Most connections open at once, per node (with replicas: to "
+        "each server)"
+    )
     min_connections: MinConnections = 0
     connection_timeout: Timeout = 30.0
     query_timeout: Timeout = 60.0
