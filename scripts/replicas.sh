@@ -18,7 +18,8 @@
 set -euo pipefail
 
 DIR="${DBPOOL_REPLICAS_DIR:-/tmp/dbpool-replicas}"
-PGBIN="${DBPOOL_PG_BIN:-/usr/lib/postgresql/15/bin}"
+# The newest installed PostgreSQL (15 on Debian 12), unless told otherwise.
+PGBIN="${DBPOOL_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
 PG_PRIMARY_PORT=55432
 PG_STANDBY_PORT=55433
 MY_PRIMARY_PORT=33307
@@ -31,6 +32,11 @@ log() { echo "replicas: $*" >&2; }
 as_user() {  # as_user <user> <command...>: root drops privileges, anyone else runs as self
     local user=$1; shift
     if [ "$(id -u)" -eq 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+
+owned_dir() {  # owned_dir <user> <dir>: a data directory the server's user owns (mode 0700)
+    if [ "$(id -u)" -eq 0 ]; then install -d -o "$1" -g "$1" -m 0700 "$2"
+    else install -d -m 0700 "$2"; fi
 }
 
 wait_for() {  # wait_for <what> <seconds> <command...>
@@ -77,7 +83,7 @@ pg_create() {
     log "creating the PostgreSQL primary and standby"
     pg_node stop standby; pg_node stop primary
     rm -rf "$primary" "$standby"
-    install -d -o postgres -g postgres "$primary"
+    owned_dir postgres "$primary"
     as_user postgres "$PGBIN/initdb" -D "$primary" -U postgres -A trust --no-sync \
         --no-instructions >/dev/null
     cat >>"$primary/postgresql.conf" <<CONF
@@ -104,7 +110,7 @@ HBA
     pg_node start primary
     pg_sql $PG_PRIMARY_PORT "CREATE ROLE dbpool_test LOGIN PASSWORD '$PASSWORD'"
     pg_sql $PG_PRIMARY_PORT "CREATE DATABASE dbpool_test OWNER dbpool_test"
-    install -d -o postgres -g postgres -m 0700 "$standby"
+    owned_dir postgres "$standby"
     as_user postgres "$PGBIN/pg_basebackup" -h 127.0.0.1 -p $PG_PRIMARY_PORT -U postgres \
         -D "$standby" -R -X stream -c fast --no-sync >/dev/null
     echo "port = $PG_STANDBY_PORT" >>"$standby/postgresql.conf"
@@ -175,7 +181,7 @@ my_create() {
     log "creating the MariaDB primary and replica"
     my_node stop replica; my_node stop primary
     rm -rf "$primary" "$replica"
-    install -d -o mysql -g mysql "$primary"
+    owned_dir mysql "$primary"
     as_user mysql mariadb-install-db --no-defaults --user=mysql --datadir="$primary" \
         --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
     cp -a "$primary" "$replica"  # same empty start: the replica replays everything by GTID
