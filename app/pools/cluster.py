@@ -30,7 +30,7 @@ from app.errors import DbAuthFailed, DbUnavailable
 from app.pools.managed_pool import ManagedPool
 from app.pools.metrics import PoolMetrics
 from app.pools.roles import NodeRole, RoleReport, probe_role
-from app.pools.stats import NodeSnapshot, PoolSnapshot, PoolState, PoolStats
+from app.pools.stats import NodeSnapshot, PoolSnapshot, cluster_snapshot
 from app.settings import Settings
 
 __all__ = ["NodeRef", "PoolCluster", "Target"]
@@ -226,9 +226,10 @@ class PoolCluster:
         for node in self._nodes:
             node.pool.touch()
 
-    async def health_check(self) -> bool:
+    async def health_check(self, within: float | None = None) -> bool:
         """Check every node and ask its role and lag again. Always True: a failing node is
-        skipped by routing and reported, never a reason to rebuild the other nodes."""
+        skipped by routing and reported, never a reason to rebuild the other nodes. (Each
+        node bounds its own check; ``within`` is the housekeeper's bound.)"""
         await asyncio.gather(*(n.pool.health_check() for n in self._nodes))
         await self._probe_nodes(wait=PROBE_WAIT_SECONDS)
         return True
@@ -257,38 +258,8 @@ class PoolCluster:
 
     def snapshot(self) -> PoolSnapshot:
         """The registration's figures summed over its nodes, each node's in ``nodes``."""
-        nodes = [self._node_snapshot(n) for n in self._nodes]
-        pools = [n.pool for n in nodes]
-        lent = sum(p.stats.acquisitions for p in pools)
-        waited = sum(p.stats.avg_acquire_ms * p.stats.acquisitions for p in pools)
-        checks = [p.last_health_check_at for p in pools if p.last_health_check_at is not None]
-        first = pools[0]
-        return PoolSnapshot(
-            connection_id=first.connection_id,
-            connection_name=first.connection_name,
-            db_type=first.db_type,
-            pool_name=first.pool_name,
-            checked_out=sum(p.checked_out for p in pools),
-            checked_in=sum(p.checked_in for p in pools),
-            max_connections=sum(p.max_connections for p in pools),
-            min_connections=sum(p.min_connections for p in pools),
-            waiting=sum(p.waiting for p in pools),
-            state=_cluster_state([p.state for p in pools]),
-            healthy=all(p.healthy for p in pools),
-            last_health_check_at=max(checks) if checks else None,
-            created_at=self.created_at,
-            last_used_at=max(p.last_used_at for p in pools),
-            idle_seconds=min(p.idle_seconds for p in pools),
-            stats=PoolStats(
-                acquisitions=lent,
-                acquire_timeouts=sum(p.stats.acquire_timeouts for p in pools),
-                query_errors=sum(p.stats.query_errors for p in pools),
-                recreations=self.recreations,
-                avg_acquire_ms=round(waited / lent, 3) if lent else 0.0,
-            ),
-            node="cluster",
-            nodes=tuple(nodes),
-        )
+        return cluster_snapshot([self._node_snapshot(n) for n in self._nodes],
+                                created_at=self.created_at, recreations=self.recreations)
 
     def _node_snapshot(self, node: _Node) -> NodeSnapshot:
         config = node.pool.config
@@ -300,12 +271,6 @@ class PoolCluster:
 
     def __repr__(self) -> str:
         return f"<PoolCluster {self.config.pool_name} {self._roles()}>"
-
-
-def _cluster_state(states: list[PoolState]) -> PoolState:
-    if all(s == "circuit_open" for s in states):
-        return "circuit_open"
-    return "ok" if all(s == "ok" for s in states) else "degraded"
 
 
 class _Attempt(Generic[T]):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["NodeSnapshot", "PoolSnapshot", "PoolState", "PoolStats"]
+__all__ = ["NodeSnapshot", "PoolSnapshot", "PoolState", "PoolStats", "cluster_snapshot"]
 
 PoolState = Literal["ok", "degraded", "circuit_open", "auth_failed"]
 
@@ -64,3 +64,43 @@ class NodeSnapshot:
     lag_seconds: float | None
     probed_at: datetime | None  # last successful role/lag probe
     pool: PoolSnapshot
+
+
+def cluster_snapshot(
+    nodes: list[NodeSnapshot], *, created_at: datetime, recreations: int
+) -> PoolSnapshot:
+    """A registration with replicas as one pool-status entry: its nodes' figures summed (its
+    ``max_connections`` too: each node's bound is the registration's), the nodes in ``nodes``."""
+    pools = [n.pool for n in nodes]
+    lent = sum(p.stats.acquisitions for p in pools)
+    waited = sum(p.stats.avg_acquire_ms * p.stats.acquisitions for p in pools)
+    checks = [p.last_health_check_at for p in pools if p.last_health_check_at is not None]
+    states = {p.state for p in pools}
+    first = pools[0]
+    return PoolSnapshot(
+        connection_id=first.connection_id,
+        connection_name=first.connection_name,
+        db_type=first.db_type,
+        pool_name=first.pool_name,
+        checked_out=sum(p.checked_out for p in pools),
+        checked_in=sum(p.checked_in for p in pools),
+        max_connections=sum(p.max_connections for p in pools),
+        min_connections=sum(p.min_connections for p in pools),
+        waiting=sum(p.waiting for p in pools),
+        # Down (and left to its nodes' own probes) only when every node is.
+        state=first.state if len(states) == 1 else "degraded",
+        healthy=all(p.healthy for p in pools),
+        last_health_check_at=max(checks) if checks else None,
+        created_at=created_at,
+        last_used_at=max(p.last_used_at for p in pools),
+        idle_seconds=min(p.idle_seconds for p in pools),
+        stats=PoolStats(
+            acquisitions=lent,
+            acquire_timeouts=sum(p.stats.acquire_timeouts for p in pools),
+            query_errors=sum(p.stats.query_errors for p in pools),
+            recreations=recreations,
+            avg_acquire_ms=round(waited / lent, 3) if lent else 0.0,
+        ),
+        node="cluster",
+        nodes=tuple(nodes),
+    )
