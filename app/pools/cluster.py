@@ -6,10 +6,12 @@
                             └─ a read whose node cannot even lend a connection (nothing was
                                sent) moves on to the next candidate, the primary last
 
-Roles and lag come from the servers (``roles.probe_role``): asked before the first request
-and again on every monitor round (``health_check``), so a promoted standby becomes the write
-target within one round with no registry change. A node that fails is skipped while its
-circuit is open and used again as soon as its breaker closes; no node is ever removed.
+Roles and lag come from the servers (``roles.probe_role``): asked before the first request,
+on every monitor round (``health_check``), and at once (at most once a second) when the
+primary cannot be reached or no node is known in the role a request needs; so a promoted
+standby becomes the write target within one round, with no registry change. A node that
+fails is skipped while its circuit is open and used again as soon as its breaker closes; no
+node is ever removed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ NodeWork = Callable[[ManagedPool, AsyncConnection], Awaitable[T]]
 # A monitor round waits this long for the nodes' probes; slower ones finish in the background
 # (a black-holed node must not stall the housekeeper, whose own bound is 0.5 s at least).
 PROBE_WAIT_SECONDS = 0.4
-REPROBE_SECONDS = 1.0  # a request finding no node in the role it needs asks again this often
+# Requests that find no node in the role they need, or an unreachable primary, have the
+# nodes asked again at most this often.
+REPROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,11 @@ class PoolCluster:
             try:
                 return await node.pool.run(attempt), NodeRef(node.pool.config.node, node.role)
             except (DbUnavailable, DbAuthFailed):
+                if not attempt.reached and node.role == "primary":
+                    # The primary cannot be reached: perhaps a failover. Ask every node now
+                    # (in the background, at most once a second) rather than at the next
+                    # monitor round, so a promoted standby takes the next write.
+                    self._reprobe(self._nodes)
                 if attempt.reached or index == len(candidates) - 1:
                     raise
                 log.info("node unusable; trying the next", extra={
@@ -178,16 +187,23 @@ class PoolCluster:
         await self._probe_nodes(wait=None)
 
     async def _reprobe_unknown(self) -> bool:
-        now = self._clock()
-        unknown = [n for n in self._nodes if n.role == "unknown"]
-        if not unknown or now - self._reprobed_at < REPROBE_SECONDS:
+        probes = self._reprobe([n for n in self._nodes if n.role == "unknown"])
+        if not probes:
             return False
+        await asyncio.wait(probes)
+        return True
+
+    def _reprobe(self, nodes: list[_Node]) -> list[asyncio.Task[None]]:
+        """Start a probe of each of ``nodes`` (none running twice), at most once a second
+        whoever asks; returns the probes, or nothing when it is too soon."""
+        now = self._clock()
+        if not nodes or now - self._reprobed_at < REPROBE_SECONDS:
+            return []
         self._reprobed_at = now
-        for node in unknown:
+        for node in nodes:
             if node.probe is None or node.probe.done():
                 node.probe = asyncio.create_task(self._probe(node))
-        await asyncio.wait([n.probe for n in unknown if n.probe is not None])
-        return True
+        return [n.probe for n in nodes if n.probe is not None]
 
     async def _probe_nodes(self, *, wait: float | None) -> None:
         """Ask every node its role and lag (one probe per node at a time); wait at most

@@ -56,3 +56,37 @@ async def test_a_promoted_standby_becomes_the_write_target(api: Api) -> None:
         await rp.restore()
     after = (await api.client.get(f"/api/external-db-connections/{cid}")).json()["data"]
     assert after["configVersion"] == before["configVersion"]  # no registry change
+
+
+async def test_after_a_real_failover_the_next_writes_find_the_new_primary(api: Api) -> None:
+    """The primary dies, the standby is promoted: no monitor round runs, yet a write that
+    finds the primary unreachable has every node asked again, and writes resume on node1."""
+    table = unique("ft")
+    cid = await api.register(
+        "postgresql", port=rp.PG_PRIMARY, database=rp.DATABASE, username=rp.USER,
+        password=rp.PASSWORD, replicas=[{"host": rp.HOST, "port": rp.PG_STANDBY}],
+        connectionTimeout=3,
+    )
+    first = await api.query(cid, f"CREATE TABLE {table} (id int)")
+    assert first.status_code == 200, first.text
+
+    async def replicated() -> bool:
+        rows = await rp.pg_fetch(rp.PG_STANDBY, "SELECT to_regclass($1) IS NOT NULL", table)
+        return bool(rows[0][0])
+
+    assert await wait_until(replicated, within=10)
+    try:
+        await rp.node("stop", "pg-primary")
+        await rp.promote()
+        failed = await api.query(cid, f"INSERT INTO {table} VALUES (1)")
+        assert failed.status_code == 503, failed.text  # fails fast; the nodes are re-asked
+
+        async def writes_on_node1() -> bool:
+            response = await api.query(cid, f"INSERT INTO {table} VALUES (2)")
+            return response.status_code == 200 and (
+                response.json()["data"]["node"] == {"id": "node1", "role": "primary"})
+
+        assert await wait_until(writes_on_node1, within=5)
+        assert api.app.state.housekeeper.rounds == 0  # no monitor round was needed
+    finally:
+        await rp.restore()
