@@ -90,3 +90,33 @@ async def test_after_a_real_failover_the_next_writes_find_the_new_primary(api: A
         assert api.app.state.housekeeper.rounds == 0  # no monitor round was needed
     finally:
         await rp.restore()
+
+
+async def test_a_mariadb_replica_made_writable_becomes_the_write_target(api: Api) -> None:
+    """MariaDB's role is ``@@read_only``: a replica promoted by hand (replication stopped,
+    read_only off) takes the writes after one monitor round, with no registry change."""
+    table = unique("ft")
+    cid = await api.register(
+        "mariadb", port=rp.MY_PRIMARY, database=rp.DATABASE, username=rp.USER,
+        password=rp.PASSWORD, replicas=[{"host": rp.HOST, "port": rp.MY_REPLICA}],
+        connectionTimeout=3,
+    )
+    created = await api.query(cid, f"CREATE TABLE {table} (id int)")
+    assert created.json()["data"]["node"]["id"] == "node0", created.text
+
+    async def replicated() -> bool:
+        rows = await rp.my_fetch(rp.MY_REPLICA, "SELECT count(*) FROM information_schema.TABLES"
+                                 " WHERE TABLE_NAME = %s", table)
+        return bool(rows[0][0])
+
+    assert await wait_until(replicated, within=10)
+    try:
+        await rp.my_fetch(rp.MY_REPLICA, "STOP SLAVE")
+        await rp.my_fetch(rp.MY_REPLICA, "SET GLOBAL read_only = 0")
+        await api.app.state.housekeeper.run_once()
+        write = await api.query(cid, f"INSERT INTO {table} VALUES (1)")
+        assert write.json()["data"]["node"] == {"id": "node1", "role": "primary"}, write.text
+        rows = await rp.my_fetch(rp.MY_REPLICA, f"SELECT count(*) FROM {rp.DATABASE}.{table}")
+        assert rows[0][0] == 1
+    finally:
+        await rp.restore()  # the replica diverged: the pair is rebuilt
