@@ -244,9 +244,9 @@ class PoolCluster:
 
     async def health_check(self, within: float | None = None) -> bool:
         """Check every node and ask its role and lag again. Always True: a failing node is
-        skipped by routing and reported, never a reason to rebuild the other nodes. (Each
-        node bounds its own check; ``within`` is the housekeeper's bound.)"""
-        await asyncio.gather(*(n.pool.health_check() for n in self._nodes))
+        skipped by routing and reported (its circuit opens and its prober follows it back),
+        never a reason to rebuild the other nodes. Each node's check is bounded by ``within``."""
+        await asyncio.gather(*(n.pool.health_check(within) for n in self._nodes))
         await self._probe_nodes(wait=PROBE_WAIT_SECONDS)
         return True
 

@@ -75,6 +75,8 @@ def cluster_snapshot(
     lent = sum(p.stats.acquisitions for p in pools)
     waited = sum(p.stats.avg_acquire_ms * p.stats.acquisitions for p in pools)
     checks = [p.last_health_check_at for p in pools if p.last_health_check_at is not None]
+    probes = [p.next_probe_at for p in pools if p.next_probe_at is not None]
+    errors = [p.last_probe_error for p in pools if p.last_probe_error is not None]
     states = {p.state for p in pools}
     first = pools[0]
     return PoolSnapshot(
@@ -98,9 +100,12 @@ def cluster_snapshot(
             acquisitions=lent,
             acquire_timeouts=sum(p.stats.acquire_timeouts for p in pools),
             query_errors=sum(p.stats.query_errors for p in pools),
+            connect_errors=sum(p.stats.connect_errors for p in pools),
             recreations=recreations,
             avg_acquire_ms=round(waited / lent, 3) if lent else 0.0,
         ),
+        next_probe_at=min(probes) if probes else None,  # the soonest of any node's
+        last_probe_error=errors[0] if errors else None,
         node="cluster",
         nodes=tuple(nodes),
     )

@@ -67,6 +67,9 @@ class NodeStatusPublic(ApiModel):
     )
     last_probe_at: UtcTime | None = Field(description="Last successful role and lag probe")
     last_health_check_at: UtcTime | None
+    next_probe_at: UtcTime | None = Field(description="While its circuit is open: the next "
+                                          "connect probe")
+    last_probe_error: str | None = Field(description="Code of its last connect failure")
 
     @classmethod
     def of(cls, node: NodeSnapshot) -> NodeStatusPublic:
@@ -77,7 +80,8 @@ class NodeStatusPublic(ApiModel):
             idle_connections=pool.checked_in, open_connections=pool.open,
             max_connections=pool.max_connections, waiting_requests=pool.waiting,
             lag_seconds=node.lag_seconds, last_probe_at=node.probed_at,
-            last_health_check_at=pool.last_health_check_at,
+            last_health_check_at=pool.last_health_check_at, next_probe_at=pool.next_probe_at,
+            last_probe_error=pool.last_probe_error,
         )
 
 
@@ -210,7 +214,8 @@ def pool_status_entry(snap: PoolSnapshot) -> dict[str, Any]:
 
 
 def _node_entry(node: NodeSnapshot) -> dict[str, Any]:
-    pool, probed, checked = node.pool, node.probed_at, node.pool.last_health_check_at
+    pool, probed = node.pool, node.probed_at
+    checked, due = pool.last_health_check_at, pool.next_probe_at
     return {
         "id": node.node,
         "role": node.role,
@@ -226,6 +231,8 @@ def _node_entry(node: NodeSnapshot) -> dict[str, Any]:
         "lagSeconds": node.lag_seconds,
         "lastProbeAt": None if probed is None else utc_millis(probed),
         "lastHealthCheckAt": None if checked is None else utc_millis(checked),
+        "nextProbeAt": None if due is None else utc_millis(due),
+        "lastProbeError": pool.last_probe_error,
     }
 
 
