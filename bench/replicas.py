@@ -5,7 +5,7 @@ Read scaling: the same point reads (``SELECT * FROM bench_items WHERE id = $1``)
 registration of that primary plus its streaming standby with ``auto`` routing (the reads go to
 the standby). Both registrations have the same ``maxConnections``, which is a per-node bound:
 the cluster may hold twice the connections. The pair comes from ``scripts/replicas.sh``
-(ports 55432/55433); it is started if needed and left running.
+(ports 15432/15433); it is started if needed and left running.
 
 What it shows on one machine: the routing layer's cost and whether a second node adds
 capacity. Both servers share the host's cores with the service and the load generator, so
@@ -36,9 +36,9 @@ from bench.service import start_service
 __all__ = ["main"]
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "replicas.sh"
-PRIMARY = fixtures.DbTarget("postgresql", "127.0.0.1", 55432, "dbpool_test", "dbpool_test",
+PRIMARY = fixtures.DbTarget("postgresql", "127.0.0.1", 15432, "dbpool_test", "dbpool_test",
                             "dbpool-test-pw")
-STANDBY_PORT = 55433
+STANDBY_PORT = 15433
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Replica pairs for the tests, on their own ports and data directories (the machine's
-# default servers on 5432/3306 are left alone):
+# default servers on 5432/3306 are left alone). The ports lie below Linux's ephemeral range
+# (32768-60999), so no client socket or test proxy can be holding one when a server starts.
 #
-#   PostgreSQL 15  primary 127.0.0.1:55432  streaming standby 127.0.0.1:55433 (pg_basebackup -R)
-#   MariaDB        primary 127.0.0.1:33307  GTID replica      127.0.0.1:33308 (slave_pos)
+#   PostgreSQL 15  primary 127.0.0.1:15432  streaming standby 127.0.0.1:15433 (pg_basebackup -R)
+#   MariaDB        primary 127.0.0.1:13306  GTID replica      127.0.0.1:13307 (slave_pos)
 #
 # Both have a `dbpool_test` database and role (password `dbpool-test-pw`; trust on loopback for
 # PostgreSQL). Data lives under $DBPOOL_REPLICAS_DIR (default /tmp/dbpool-replicas) and is kept
@@ -20,10 +21,10 @@ set -euo pipefail
 DIR="${DBPOOL_REPLICAS_DIR:-/tmp/dbpool-replicas}"
 # The newest installed PostgreSQL (15 on Debian 12), unless told otherwise.
 PGBIN="${DBPOOL_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
-PG_PRIMARY_PORT=55432
-PG_STANDBY_PORT=55433
-MY_PRIMARY_PORT=33307
-MY_REPLICA_PORT=33308
+PG_PRIMARY_PORT=15432
+PG_STANDBY_PORT=15433
+MY_PRIMARY_PORT=13306
+MY_REPLICA_PORT=13307
 PASSWORD="dbpool-test-pw"
 RUN="$DIR/run"
 

@@ -20,10 +20,10 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "replicas.sh"
 HOST = "127.0.0.1"
-PG_PRIMARY = 55432
-PG_STANDBY = 55433
-MY_PRIMARY = 33307
-MY_REPLICA = 33308
+PG_PRIMARY = 15432
+PG_STANDBY = 15433
+MY_PRIMARY = 13306
+MY_REPLICA = 13307
 DATABASE = "dbpool_test"
 USER = "dbpool_test"
 PASSWORD = "dbpool-test-pw"
