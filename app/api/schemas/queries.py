@@ -86,7 +86,8 @@ class TransactionRequest(ApiModel):
     row_format: Literal["object", "array"] = Field(default="object", description=_ROW_FORMAT_HELP)
     read_only: bool = Field(
         default=False,
-        description="Run as a READ ONLY transaction; with replicas it may then go to a replica",
+        description="Run as on a read-only connection (a read-only transaction; writes are "
+        "refused with 403 READ_ONLY); with replicas it may then go to a replica",
     )
 
 
