@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
 __all__ = [
+    "PRIMARY_NODE",
     "SSL_MODES",
     "ConfigResolver",
     "ConnectionConfig",
     "DbType",
+    "ReplicaNode",
     "SslMode",
     "ca_cert",
     "ssl_mode",
@@ -56,6 +58,21 @@ def ca_cert(options: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+PRIMARY_NODE = "node0"
+"""The id of a registration's own host/port node; its replicas are ``node1``, ``node2`` ..."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaNode:
+    """One more server of a registration; ``None`` credentials mean "the registration's own"."""
+
+    host: str
+    port: int
+    weight: int = 1
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionConfig:
     """Everything needed to build one pool; immutable, the password hidden from ``repr``."""
@@ -75,11 +92,41 @@ class ConnectionConfig:
     read_only: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     config_version: int = 1
+    # A small cluster: more servers of the same database. Roles (primary / replica) are
+    # discovered from the servers, never taken from this list.
+    replicas: tuple[ReplicaNode, ...] = ()
+    max_replica_lag_seconds: float | None = None
+    # Which node of the registration this config addresses (see ``nodes()``).
+    node: str = PRIMARY_NODE
+    weight: int = 1
 
     @property
     def pool_name(self) -> str:
         """The name the pool carries in metrics and as PostgreSQL ``application_name``."""
         return f"dbpool:{self.id}"
+
+    @property
+    def address(self) -> str:
+        """``host:port``, the node's label in status and logs (never credentials)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def nodes(self) -> tuple[ConnectionConfig, ...]:
+        """One single-node config per server: this registration's own host first (``node0``),
+        then each replica (``node1`` ...) with its own address, weight and credentials."""
+        own = replace(self, replicas=(), node=PRIMARY_NODE)
+        return (own, *(
+            replace(
+                own,
+                host=replica.host,
+                port=replica.port,
+                weight=replica.weight,
+                username=self.username if replica.username is None else replica.username,
+                password=self.password if replica.password is None else replica.password,
+                node=f"node{index}",
+            )
+            for index, replica in enumerate(self.replicas, start=1)
+        ))
 
 
 class ConfigResolver(Protocol):

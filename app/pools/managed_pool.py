@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -128,6 +128,11 @@ class ManagedPool:
     @property
     def waiting(self) -> int:
         return self._gate.waiting
+
+    @property
+    def circuit_open(self) -> bool:
+        """Connect attempts fail fast now (a cluster routes around this node)."""
+        return self._breaker.is_open
 
     # -- acquire / release -----------------------------------------------------------
 
@@ -369,6 +374,21 @@ class ManagedPool:
         self._breaker.record_success()
         return True
 
+    async def inspect(self, sql: str) -> list[Any] | None:
+        """Rows of one monitoring statement (a cluster's role and lag probe) on a pooled
+        connection, not counted as use; ``None`` when every slot is serving requests.
+        Failures are the caller's (the statement is the monitor's own, never a caller's)."""
+        if self._closing or not self._gate.try_acquire():
+            return None
+        try:
+            async with asyncio.timeout(self._hygiene), self.engine.connect() as conn:
+                result = await conn.exec_driver_sql(sql)
+                rows = list(result.mappings().all()) if result.returns_rows else []
+            self._breaker.record_success()
+            return rows
+        finally:
+            self._gate.release()
+
     async def trim_idle(self, idle_timeout: float) -> int:
         """Close connections idle longer than ``idle_timeout`` above ``min_connections``, and
         any idle one the server already dropped; returns how many were closed."""
@@ -465,6 +485,7 @@ class ManagedPool:
             stats=self.stats(),
             next_probe_at=None if due is None else _wall_clock(due - now),
             last_probe_error=self._breaker.last_error_code,
+            node=self.config.node,
         )
 
     def __repr__(self) -> str:

@@ -1,4 +1,5 @@
-"""The set of live pools: connection id -> ``ManagedPool``, built lazily, single flight.
+"""The set of live pools: connection id -> ``ManagedPool`` (a ``PoolCluster`` of them when the
+registration has replicas), built lazily, single flight.
 
 Decisions (which pool is current, which are stale) are taken under one ``asyncio.Lock``;
 I/O (asking the registry, disposing engines) happens outside it. A replaced pool is
@@ -13,14 +14,18 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.domain import ConfigResolver
+from app.domain import ConfigResolver, ConnectionConfig
+from app.pools.cluster import PoolCluster
 from app.pools.managed_pool import ManagedPool
 from app.pools.metrics import PoolMetrics
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
 from app.tracing import NO_TRACING, Tracing
 
-__all__ = ["PoolManager"]
+__all__ = ["AnyPool", "PoolManager"]
+
+AnyPool = ManagedPool | PoolCluster
+"""A registration's pool: one node's, or a cluster of node pools when it has replicas."""
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +50,13 @@ class PoolManager:
         self._settings = settings
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._pools: dict[int, ManagedPool] = {}
-        self._building: dict[int, asyncio.Task[ManagedPool]] = {}
+        self._pools: dict[int, AnyPool] = {}
+        self._building: dict[int, asyncio.Task[AnyPool]] = {}
         self._generations: dict[int, int] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def get(self, connection_id: int) -> ManagedPool:
+    async def get(self, connection_id: int) -> AnyPool:
         """The pool for ``connection_id``, built on first use (one build however many ask)."""
         pool = self._pools.get(connection_id)
         if pool is not None:
@@ -67,7 +72,7 @@ class PoolManager:
         pool.touch()
         return pool
 
-    def _builder(self, connection_id: int) -> asyncio.Task[ManagedPool]:
+    def _builder(self, connection_id: int) -> asyncio.Task[AnyPool]:
         task = self._building.get(connection_id)
         if task is None:
             task = asyncio.create_task(self._build(connection_id))
@@ -75,13 +80,13 @@ class PoolManager:
             task.add_done_callback(lambda t: self._forget_build(connection_id, t))
         return task
 
-    def _forget_build(self, connection_id: int, task: asyncio.Task[ManagedPool]) -> None:
+    def _forget_build(self, connection_id: int, task: asyncio.Task[AnyPool]) -> None:
         if self._building.get(connection_id) is task:
             del self._building[connection_id]
         if not task.cancelled():
             task.exception()  # retrieved: waiters got it; keep asyncio from logging it again
 
-    async def _build(self, connection_id: int) -> ManagedPool:
+    async def _build(self, connection_id: int) -> AnyPool:
         for attempt in range(1, _BUILD_ATTEMPTS + 1):
             generation = self._generations.get(connection_id, 0)
             config = await self._resolver.resolve(connection_id)
@@ -92,16 +97,13 @@ class PoolManager:
                     attempt < _BUILD_ATTEMPTS
                 ):
                     continue  # invalidated while we read the registry: read it again
-                pool = ManagedPool(
-                    config, self._settings, clock=self._clock, metrics=self._metrics,
-                    on_refused=self._refused,
-                    tracing=self._tracing,
-                )
+                pool = self._new_pool(config)
                 self._pools[connection_id] = pool
             log.info(
                 "pool created",
                 extra={"connection_id": config.id, "db_type": config.db_type.value,
-                       "max_connections": config.max_connections},
+                       "max_connections": config.max_connections,
+                       "nodes": 1 + len(config.replicas)},
             )
             return pool
         raise AssertionError("unreachable")  # pragma: no cover
@@ -132,15 +134,7 @@ class PoolManager:
             old = self._pools.get(connection_id)
             if old is None:
                 return
-            new = ManagedPool(
-                old.config,
-                self._settings,
-                clock=self._clock,
-                recreations=old.recreations + 1,
-                metrics=self._metrics,
-                on_refused=self._refused,
-                tracing=self._tracing,
-            )
+            new = self._new_pool(old.config, recreations=old.recreations + 1)
             new.mark_degraded(old.snapshot().last_health_check_at)
             self._pools[connection_id] = new
         if self._metrics is not None:
@@ -149,7 +143,7 @@ class PoolManager:
                                                      "recreations": new.recreations})
         self._close_later(old, grace=_in_flight_bound(old))
 
-    def _refused(self, pool: ManagedPool) -> None:
+    def _refused(self, pool: AnyPool) -> None:
         """The allowlist refused a new connection of ``pool``: drop it (once), so the next
         request builds afresh from the registry and is checked again. Synchronous (no await
         between the decision and the change), so no lock is needed."""
@@ -172,7 +166,12 @@ class PoolManager:
         for cid in stale:
             await self.invalidate(cid)
 
-    def pools(self) -> list[ManagedPool]:
+    def _new_pool(self, config: ConnectionConfig, *, recreations: int = 0) -> AnyPool:
+        kind = PoolCluster if config.replicas else ManagedPool
+        return kind(config, self._settings, clock=self._clock, recreations=recreations,
+                    metrics=self._metrics, on_refused=self._refused, tracing=self._tracing)
+
+    def pools(self) -> list[AnyPool]:
         return list(self._pools.values())
 
     def snapshots(self) -> list[PoolSnapshot]:
@@ -200,7 +199,7 @@ class PoolManager:
         if self._metrics is not None:
             self._metrics.forget(connection_id)
 
-    def _close_later(self, pool: ManagedPool, *, grace: float) -> None:
+    def _close_later(self, pool: AnyPool, *, grace: float) -> None:
         task = asyncio.create_task(pool.aclose(grace))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -209,6 +208,6 @@ class PoolManager:
         return f"<PoolManager pools={len(self._pools)} closing={len(self._closing)}>"
 
 
-def _in_flight_bound(pool: ManagedPool) -> float:
+def _in_flight_bound(pool: AnyPool) -> float:
     """How long in-flight work on ``pool`` can legitimately take: a wait plus a statement."""
     return pool.config.connection_timeout + pool.config.query_timeout + 1.0

@@ -10,8 +10,10 @@ Two sources, written together in the Prometheus text format (0.0.4) by :class:`P
   evictions by ``db_type``. A pool's instruments go when the pool goes (``forget`` /
   ``retain``).
 
-Labels are ``pool_name`` (``dbpool:<id>``), ``connection_id`` and ``db_type`` -- never a host
-name or a user name. Each process (uvicorn worker, replica) reports only its own pools.
+Labels are ``pool_name`` (``dbpool:<id>``), ``connection_id``, ``db_type`` and ``node`` (the
+node of the registration: ``node0`` for its own host, ``node1``... for its replicas; each node
+has its own pool, so every per-pool series is per node) -- never a host name or a user name.
+Each process (uvicorn worker, replica) reports only its own pools.
 
 Why not prometheus-client's instruments and ``generate_latest``: they format every sample
 generically (label names validated and escaped per line, ~6.5 µs a line). The per-pool
@@ -67,10 +69,10 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _label_text(pool_name: str, connection_id: int, db_type: str) -> str:
+def _label_text(pool_name: str, connection_id: int, db_type: str, node: str) -> str:
     return (
         f'pool_name="{_escape(pool_name)}",connection_id="{connection_id}",'
-        f'db_type="{_escape(db_type)}"'
+        f'db_type="{_escape(db_type)}",node="{_escape(node)}"'
     )
 
 
@@ -111,7 +113,7 @@ class PoolMetrics:
 
     def __init__(self) -> None:
         self._source: SnapshotSource | None = None
-        self._series: dict[int, _PoolSeries] = {}
+        self._series: dict[tuple[int, str], _PoolSeries] = {}
         self._evictions: dict[str, int] = {}
 
     def watch(self, source: SnapshotSource) -> None:
@@ -161,34 +163,39 @@ class PoolMetrics:
     # Removal: a pool that is gone leaves no series behind.
 
     def forget(self, connection_id: int) -> None:
-        """Remove every per-pool series of ``connection_id``."""
-        self._series.pop(connection_id, None)
+        """Remove every per-pool series of ``connection_id`` (all its nodes)."""
+        for key in [key for key in self._series if key[0] == connection_id]:
+            del self._series[key]
 
     def retain(self, live_ids: set[int]) -> None:
         """Forget every pool not in ``live_ids`` (the housekeeper's safety net each round)."""
-        for cid in [cid for cid in self._series if cid not in live_ids]:
+        for cid in {cid for cid, _ in self._series if cid not in live_ids}:
             self.forget(cid)
 
     def counters(self, connection_id: int) -> PoolCounters:
-        """The running totals of ``connection_id`` (zeros when it has none yet)."""
-        series = self._series.get(connection_id)
-        if series is None:
+        """The running totals of ``connection_id``, summed over its nodes (zeros when it has
+        none yet)."""
+        nodes = [s for (cid, _), s in self._series.items() if cid == connection_id]
+        if not nodes:
             return PoolCounters()
-        queries = series.histograms[_QUERY].counts
-        return PoolCounters(sum(queries), sum(series.errors.values()),
-                            tuple(series.histograms[_WAIT].counts))
+        queries = sum(sum(s.histograms[_QUERY].counts) for s in nodes)
+        errors = sum(sum(s.errors.values()) for s in nodes)
+        waits = tuple(map(sum, zip(*(s.histograms[_WAIT].counts for s in nodes), strict=True)))
+        return PoolCounters(queries, errors, waits)
 
     @property
     def tracked_ids(self) -> set[int]:
         """Connection ids that currently have per-pool series."""
-        return set(self._series)
+        return {cid for cid, _ in self._series}
 
     def _track(self, config: ConnectionConfig) -> _PoolSeries:
-        series = self._series.get(config.id)
+        key = (config.id, config.node)
+        series = self._series.get(key)
         db_type = config.db_type.value
         if series is None or series.db_type != db_type:  # new, or db_type changed by a PATCH
-            series = _PoolSeries(db_type, _label_text(config.pool_name, config.id, db_type))
-            self._series[config.id] = series
+            labels = _label_text(config.pool_name, config.id, db_type, config.node)
+            series = _PoolSeries(db_type, labels)
+            self._series[key] = series
         return series
 
 
@@ -199,8 +206,9 @@ def _header(out: list[str], name: str, kind: str, documentation: str) -> None:
     out.append(f"# HELP {name} {documentation}\n# TYPE {name} {kind}\n")
 
 
-def _write_snapshots(out: list[str], snaps: Sequence[PoolSnapshot]) -> None:
-    labels = [_label_text(s.pool_name, s.connection_id, s.db_type) for s in snaps]
+def _write_snapshots(out: list[str], registrations: Sequence[PoolSnapshot]) -> None:
+    snaps = _node_pools(registrations)
+    labels = [_label_text(s.pool_name, s.connection_id, s.db_type, s.node) for s in snaps]
     _header(out, "db_client_connection_count", "gauge",
             "Connections open now, by state (used = checked out, idle = in the pool).")
     for text, snap in zip(labels, snaps, strict=True):
@@ -227,8 +235,19 @@ def _write_snapshots(out: list[str], snaps: Sequence[PoolSnapshot]) -> None:
         _header(out, name, kind, documentation)
         out.extend(f"{name}{{{text}}} {value(snap)}\n"
                    for text, snap in zip(labels, snaps, strict=True))
-    _header(out, "dbpool_pools", "gauge", "Pools alive in this process.")
-    out.append(f"dbpool_pools {len(snaps)}\n")
+    _header(out, "dbpool_pools", "gauge", "Pools alive in this process (one per registration).")
+    out.append(f"dbpool_pools {len(registrations)}\n")
+
+
+def _node_pools(registrations: Sequence[PoolSnapshot]) -> list[PoolSnapshot]:
+    """One snapshot per node pool: a cluster's nodes, a single-node registration's one pool."""
+    out: list[PoolSnapshot] = []
+    for snap in registrations:
+        if snap.nodes:
+            out.extend(node.pool for node in snap.nodes)
+        else:
+            out.append(snap)
+    return out
 
 
 def _write_series(out: list[str], series: Collection[_PoolSeries]) -> None:

@@ -52,7 +52,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import asyncpg
@@ -170,6 +170,7 @@ async def run_transaction(
     *,
     max_rows: int,
     isolation_level: IsolationLevel | None = None,
+    read_only: bool = False,
     timeout_seconds: float | None = None,
     row_format: RowFormat = "object",
     discard: Discard | None = None,
@@ -177,10 +178,14 @@ async def run_transaction(
 ) -> TransactionResult:
     """All ``statements`` in order in one transaction, one commit; any failure rolls back all
     and the error's ``details.statementIndex`` names the statement. ``timeout_seconds`` bounds the
-    whole transaction; ``budget`` the rows and bytes of all the results together."""
+    whole transaction; ``budget`` the rows and bytes of all the results together;
+    ``read_only`` runs it as on a ``readOnly`` connection (a read-only transaction: only reads
+    and savepoints are sent, the database refuses any write)."""
     if isolation_level == "READ UNCOMMITTED" and config.db_type is DbType.POSTGRESQL:
         raise ValidationFailed("READ UNCOMMITTED is available on MySQL and MariaDB only",
                                details={"field": "isolationLevel"})
+    if read_only and not config.read_only:
+        config = replace(config, read_only=True)
     seconds = effective_timeout(config, timeout_seconds)
     runner = _Runner(conn, config, max_rows, row_format, budget, seconds)
     started = time.perf_counter()

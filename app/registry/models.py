@@ -88,6 +88,10 @@ class ExternalDbConnection(Base):
         ),
         CheckConstraint("connection_timeout > 0", name="connection_timeout"),
         CheckConstraint("query_timeout > 0", name="query_timeout"),
+        CheckConstraint(
+            "max_replica_lag_seconds IS NULL OR max_replica_lag_seconds > 0",
+            name="max_replica_lag_seconds",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -115,6 +119,12 @@ class ExternalDbConnection(Base):
         UtcDateTime, default=utc_now, server_default=func.now()
     )
     config_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # More servers of the same database: [{host, port, weight, username?, password_encrypted?}]
+    # (a replica's own password is Fernet ciphertext, like the registration's).
+    replicas: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
+    max_replica_lag_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     def __repr__(self) -> str:
         # Only the listed fields, read from the instance dict so an expired row never

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from app.domain import ConnectionConfig, DbType
+from app.domain import ConnectionConfig, DbType, ReplicaNode
 from app.registry.models import ExternalDbConnection
 
-__all__ = ["ConnectionRecord", "NewConnection", "to_config", "to_record"]
+__all__ = ["ConnectionRecord", "NewConnection", "ReplicaRecord", "to_config", "to_record"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +34,20 @@ class NewConnection:
     read_only: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
+    replicas: tuple[ReplicaNode, ...] = ()
+    max_replica_lag_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaRecord:
+    """One replica as the API shows it: ``username`` is ``None`` when it uses the
+    registration's own; never a password."""
+
+    host: str
+    port: int
+    weight: int
+    username: str | None
+    has_password: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +73,8 @@ class ConnectionRecord:
     updated_at: datetime
     config_version: int
     has_password: bool
+    replicas: tuple[ReplicaRecord, ...] = ()
+    max_replica_lag_seconds: float | None = None
 
 
 def to_record(row: ExternalDbConnection) -> ConnectionRecord:
@@ -83,11 +99,21 @@ def to_record(row: ExternalDbConnection) -> ConnectionRecord:
         updated_at=row.updated_at,
         config_version=row.config_version,
         has_password=bool(row.password_encrypted),
+        replicas=tuple(
+            ReplicaRecord(
+                host=r["host"], port=r["port"], weight=r.get("weight", 1),
+                username=r.get("username"), has_password="password_encrypted" in r,
+            )
+            for r in row.replicas or ()
+        ),
+        max_replica_lag_seconds=row.max_replica_lag_seconds,
     )
 
 
-def to_config(row: ExternalDbConnection, password: SecretStr) -> ConnectionConfig:
-    """The pools' view of ``row`` with its already-decrypted ``password``."""
+def to_config(
+    row: ExternalDbConnection, password: SecretStr, replicas: tuple[ReplicaNode, ...] = ()
+) -> ConnectionConfig:
+    """The pools' view of ``row`` with its already-decrypted ``password`` and ``replicas``."""
     return ConnectionConfig(
         id=row.id,
         name=row.name,
@@ -104,4 +130,6 @@ def to_config(row: ExternalDbConnection, password: SecretStr) -> ConnectionConfi
         read_only=row.read_only,
         options=dict(row.options or {}),
         config_version=row.config_version,
+        replicas=replicas,
+        max_replica_lag_seconds=row.max_replica_lag_seconds,
     )

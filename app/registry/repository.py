@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.domain import ConnectionConfig
+from app.domain import ConnectionConfig, ReplicaNode
 from app.errors import (
     ConnectionInactive,
     ConnectionNameTaken,
@@ -29,7 +29,12 @@ from app.registry.crypto import SecretBox
 from app.registry.faults import translate_registry_faults
 from app.registry.models import ExternalDbConnection, utc_now
 from app.registry.records import ConnectionRecord, NewConnection, to_config, to_record
-from app.registry.rules import check_row, coerce_db_type, require_password_for_new_server
+from app.registry.rules import (
+    check_row,
+    coerce_db_type,
+    new_replica_addresses,
+    require_password_for_new_server,
+)
 
 __all__ = ["UPDATABLE_FIELDS", "ConnectionRecord", "ConnectionRepository", "NewConnection"]
 
@@ -37,11 +42,12 @@ UPDATABLE_FIELDS = frozenset(
     {
         "name", "db_type", "host", "port", "database", "username", "password", "is_active",
         "max_connections", "min_connections", "connection_timeout", "query_timeout",
-        "read_only", "options", "description",
+        "read_only", "options", "description", "replicas", "max_replica_lag_seconds",
     }
 )  # fmt: skip
 # Changing only these leaves a live pool valid, so config_version stays put.
 _UNVERSIONED_FIELDS = frozenset({"name", "description"})
+_NULLABLE_FIELDS = frozenset({"description", "max_replica_lag_seconds"})
 
 
 class ConnectionRepository:
@@ -77,6 +83,8 @@ class ConnectionRepository:
             created_at=now,
             updated_at=now,
             config_version=1,
+            replicas=self._stored_replicas(new.replicas, []),
+            max_replica_lag_seconds=new.max_replica_lag_seconds,
         )
         check_row(row)
         with _integrity_errors(new.name):
@@ -114,6 +122,11 @@ class ConnectionRepository:
             async with self._sessions.begin() as session:
                 row = await _row(session, connection_id, for_update=True)
                 require_password_for_new_server(row, values, password_given=password is not None)
+                if "replicas" in values:
+                    values["replicas"] = self._stored_replicas(
+                        values["replicas"], row.replicas or [],
+                        password_given=password is not None,
+                    )
                 changed = {key for key, value in values.items() if getattr(row, key) != value}
                 for key, value in values.items():
                     setattr(row, key, value)
@@ -155,7 +168,13 @@ class ConnectionRepository:
                 )
             ).all()
             for row in rows:
-                row.password_encrypted = self._rotate_one(row)
+                row.password_encrypted = self._rotate_one(row, row.password_encrypted)
+                if any("password_encrypted" in r for r in row.replicas or ()):
+                    row.replicas = [
+                        {**r, "password_encrypted": self._rotate_one(row, r["password_encrypted"])}
+                        if "password_encrypted" in r else r
+                        for r in row.replicas
+                    ]
             return len(rows)
 
     @translate_registry_faults
@@ -170,7 +189,17 @@ class ConnectionRepository:
             raise ConnectionInactive(
                 f"connection {connection_id} is inactive", details={"connectionId": connection_id}
             )
-        return to_config(row, SecretStr(self._decrypt_one(row)))
+        replicas = tuple(
+            ReplicaNode(
+                host=r["host"], port=r["port"], weight=r.get("weight", 1),
+                username=r.get("username"),
+                password=None if "password_encrypted" not in r else SecretStr(
+                    self._decrypt_one(row, r["password_encrypted"])
+                ),
+            )
+            for r in row.replicas or ()
+        )
+        return to_config(row, SecretStr(self._decrypt_one(row)), replicas)
 
     @translate_registry_faults
     async def config_versions(self) -> dict[int, int]:
@@ -183,18 +212,49 @@ class ConnectionRepository:
             )
             return {row_id: version for row_id, version in result}
 
-    def _decrypt_one(self, row: ExternalDbConnection) -> str:
+    def _stored_replicas(
+        self,
+        replicas: Sequence[ReplicaNode],
+        stored: Sequence[Mapping[str, Any]],
+        *,
+        password_given: bool = True,
+    ) -> builtins.list[dict[str, Any]]:
+        """The JSON kept for ``replicas``: own passwords encrypted; a replica sent again
+        without one keeps the password stored for its address."""
+        new = new_replica_addresses(replicas, stored)
+        if new and not password_given:
+            raise ValidationFailed(
+                "a new replica address without its own password requires the password again",
+                details={"field": "password"},
+            )
+        kept = {(r["host"], r["port"]): r.get("password_encrypted") for r in stored}
+        out = []
+        for replica in replicas:
+            entry: dict[str, Any] = {"host": replica.host, "port": replica.port,
+                                     "weight": replica.weight}
+            if replica.username is not None:
+                entry["username"] = replica.username
+            if replica.password is not None:
+                entry["password_encrypted"] = self._box.encrypt(
+                    replica.password.get_secret_value()
+                )
+            elif kept.get((replica.host, replica.port)) is not None:
+                entry["password_encrypted"] = kept[(replica.host, replica.port)]
+            out.append(entry)
+        return out
+
+    def _decrypt_one(self, row: ExternalDbConnection, token: str | None = None) -> str:
         label = f"the stored password of connection {row.id}"
         try:
-            return self._box.decrypt(row.password_encrypted, label=label)
+            return self._box.decrypt(token or row.password_encrypted, label=label)
         except CredentialsUnreadable as exc:
             exc.details["connectionId"] = row.id
             raise
 
-    def _rotate_one(self, row: ExternalDbConnection) -> str:
+    def _rotate_one(self, row: ExternalDbConnection, token: str) -> str:
         label = f"the stored password of connection {row.id} (rotation aborted: nothing changed)"
         try:
-            return self._box.rotate(row.password_encrypted, label=label)
+            return self._box.rotate(token, label=label)
         except CredentialsUnreadable as exc:
             exc.details["connectionId"] = row.id
             raise
@@ -216,7 +276,7 @@ def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], str | No
         raise ValidationFailed(f"unknown field {unknown[0]!r}", details={"field": unknown[0]})
     values = dict(changes)
     for key, value in values.items():
-        if value is None and key != "description":
+        if value is None and key not in _NULLABLE_FIELDS:
             raise ValidationFailed(f"{key} cannot be null", details={"field": key})
     if "db_type" in values:
         values["db_type"] = coerce_db_type(values["db_type"])

@@ -6,17 +6,24 @@ The table's CHECK constraints say the same; these run first to give a clear mess
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.domain import DbType
+from app.domain import DbType, ReplicaNode
 from app.errors import ValidationFailed
 from app.registry.models import ExternalDbConnection
 
-__all__ = ["check_row", "coerce_db_type", "require_password_for_new_server"]
+__all__ = [
+    "MAX_REPLICAS",
+    "check_row",
+    "coerce_db_type",
+    "new_replica_addresses",
+    "require_password_for_new_server",
+]
 
 MAX_NAME_LENGTH = 100
 MAX_CONNECTIONS_LIMIT = 1000
+MAX_REPLICAS = 16
 _DB_TYPES = frozenset(db_type.value for db_type in DbType)
 
 
@@ -58,6 +65,14 @@ def check_row(row: ExternalDbConnection) -> None:
     )
     _require(row.connection_timeout > 0, "connection_timeout", "connectionTimeout must be > 0")
     _require(row.query_timeout > 0, "query_timeout", "queryTimeout must be > 0")
+    lag = row.max_replica_lag_seconds
+    _require(lag is None or lag > 0, "max_replica_lag_seconds",
+             "maxReplicaLagSeconds must be > 0 (or null: no bound)")
+    replicas = row.replicas or []
+    _require(len(replicas) <= MAX_REPLICAS, "replicas", f"at most {MAX_REPLICAS} replicas")
+    addresses = [(row.host, row.port), *((r["host"], r["port"]) for r in replicas)]
+    _require(len(set(addresses)) == len(addresses), "replicas",
+             "each replica needs its own host:port, different from the registration's")
 
 
 def require_password_for_new_server(
@@ -69,3 +84,15 @@ def require_password_for_new_server(
         raise ValidationFailed(
             "changing host or port requires the password again", details={"field": "password"}
         )
+
+
+def new_replica_addresses(
+    replicas: Sequence[ReplicaNode], stored: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, int]]:
+    """Addresses in ``replicas`` that were not stored before and bring no password of their
+    own: they would be sent the registration's stored password."""
+    known = {(r["host"], r["port"]) for r in stored}
+    return [
+        (r.host, r.port) for r in replicas
+        if r.password is None and (r.host, r.port) not in known
+    ]

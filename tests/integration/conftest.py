@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from tests.support.api import make_settings, registry_url, running_app
+from tests.support.replicas import replica_pairs
 
-__all__ = ["client", "registry_url"]
+__all__ = ["client", "registry_url", "replica_pairs"]
 
 
 @pytest.fixture

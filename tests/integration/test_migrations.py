@@ -67,10 +67,10 @@ async def test_upgrade_then_downgrade(empty_url: str) -> None:
         await upgrade_to_head(empty_url)
         assert await schema_is_at_head(engine) is True
     assert TABLE in await _tables(empty_url)
-    assert await _versions(empty_url) == ["0001_external_db_connections"]
+    assert await _versions(empty_url) == ["0002_replicas"]
 
     await upgrade_to_head(empty_url)  # already at head: a no-op
-    assert await _versions(empty_url) == ["0001_external_db_connections"]
+    assert await _versions(empty_url) == ["0002_replicas"]
 
     await downgrade(empty_url)
     assert TABLE not in await _tables(empty_url)
@@ -132,7 +132,7 @@ async def test_two_processes_upgrading_together_both_succeed(empty_url: str) -> 
     for proc in procs:
         await asyncio.to_thread(_finish, proc)
     assert TABLE in await _tables(empty_url)
-    assert await _versions(empty_url) == ["0001_external_db_connections"]
+    assert await _versions(empty_url) == ["0002_replicas"]
     await downgrade(empty_url)
 
 

@@ -146,8 +146,9 @@ async def test_status_shape_and_single_pool_endpoint(monitor: Monitor) -> None:
         "connectionId", "connectionName", "dbType", "activeConnections", "idleConnections",
         "openConnections", "maxConnections", "minConnections", "waitingRequests", "state",
         "healthy", "lastHealthCheckAt", "nextProbeAt", "lastProbeError", "createdAt",
-        "lastUsedAt", "idleSeconds", "stats",
+        "lastUsedAt", "idleSeconds", "stats", "nodes",
     }  # fmt: skip
+    assert pool["nodes"] is None  # a single-node registration
     assert set(pool["stats"]) == {
         "acquisitions", "acquireTimeouts", "queryErrors", "connectErrors", "recreations",
         "avgAcquireMs",

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.domain import DbType
+from app.domain import DbType, ReplicaNode
 from app.errors import ConnectionNameTaken, CredentialsUnreadable
 from app.registry import (
     ConnectionRepository,
@@ -140,6 +140,20 @@ async def test_rotation_moves_every_row_to_the_new_key(engine: AsyncEngine) -> N
         assert config.config_version == 1  # same password: pools need no rebuild
     with pytest.raises(CredentialsUnreadable):
         await repo_with(engine, K1).load_config(ids[0])
+
+
+async def test_rotation_moves_replica_passwords_too(engine: AsyncEngine) -> None:
+    main, own = secret(), secret()
+    replicas = (ReplicaNode(host="127.0.0.2", port=3306, password=SecretStr(own)),
+                ReplicaNode(host="127.0.0.3", port=3306))
+    row_id = (await repo_with(engine, K1).create(new(main, replicas=replicas))).id
+
+    assert await repo_with(engine, K2, K1).rotate_keys() == 1
+
+    config = await repo_with(engine, K2).load_config(row_id)
+    assert [n.password.get_secret_value() for n in config.nodes()] == [main, own, main]
+    with pytest.raises(CredentialsUnreadable):
+        await repo_with(engine, K1).load_config(row_id)
 
 
 async def test_rotation_of_an_empty_registry_counts_zero(engine: AsyncEngine) -> None:

@@ -51,7 +51,8 @@ def samples(metrics: PoolMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]]
 
 
 def pool_labels(cid: int, **extra: str) -> frozenset[tuple[str, str]]:
-    labels = {"pool_name": f"dbpool:{cid}", "connection_id": str(cid), "db_type": "mariadb"}
+    labels = {"pool_name": f"dbpool:{cid}", "connection_id": str(cid), "db_type": "mariadb",
+              "node": "node0"}
     return frozenset({**labels, **extra}.items())
 
 

@@ -13,7 +13,7 @@ from app.api.schemas.pools import (
     pool_status_body,
     pool_status_entry,
 )
-from app.pools.stats import PoolSnapshot, PoolState, PoolStats
+from app.pools.stats import NodeSnapshot, PoolSnapshot, PoolState, PoolStats, cluster_snapshot
 
 NOW = datetime(2026, 1, 13, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -31,9 +31,21 @@ def _snap(cid: int, *, out: int = 0, state: PoolState = "ok",
     )
 
 
+def _cluster(cid: int) -> PoolSnapshot:
+    nodes = [
+        NodeSnapshot(node="node0", role="primary", address="db1:5432", weight=1,
+                     lag_seconds=0.0, probed_at=NOW, pool=_snap(cid, out=1, checked=NOW)),
+        NodeSnapshot(node="node1", role="replica", address="[::1]:5433", weight=3,
+                     lag_seconds=None, probed_at=None,
+                     pool=_snap(cid, state="circuit_open", avg=2.0)),
+    ]
+    return cluster_snapshot(nodes, created_at=NOW, recreations=0)
+
+
 @pytest.mark.parametrize(
     "snap",
     [
+        _cluster(4),
         _snap(1),
         _snap(2, out=4, state="degraded", checked=NOW, avg=1.23456),
         _snap(3, state="circuit_open", checked=NOW.replace(tzinfo=None), avg=0.5),

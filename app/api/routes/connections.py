@@ -78,8 +78,11 @@ async def create_connection(
     body: ConnectionCreate, parts: AdminParts
 ) -> Envelope[ConnectionPublic]:
     _check_bounds(body.min_connections, body.max_connections, _wire_names(body.model_fields_set))
-    await ensure_host_allowed(body.host, parts.settings.allowed_host_rules())
-    record = await parts.repository.create(NewConnection(**body.model_dump()))
+    rules = parts.settings.allowed_host_rules()
+    for host in dict.fromkeys([body.host, *(r.host for r in body.replicas)]):
+        await ensure_host_allowed(host, rules)
+    new = NewConnection(**body.model_dump(exclude={"replicas"}), replicas=body.replica_nodes())
+    record = await parts.repository.create(new)
     return Envelope(data=_public(record), message=f"connection {record.id} registered")
 
 
@@ -118,7 +121,9 @@ async def get_connection(
         "rebuilt pool while in-flight ones finish on the old one. Changing `host`, `port`, "
         "`username`, `database` or `dbType`, weakening `options.ssl` or changing the CA of a "
         "verifying mode requires `password` too, so a stored password never goes somewhere "
-        "new. Needs the admin key."
+        "new; so does a new replica address without a password of its own. `replicas` "
+        "replaces the list (a replica sent again without a password keeps its stored one). "
+        "Needs the admin key."
     ),
 )
 async def update_connection(
@@ -127,7 +132,7 @@ async def update_connection(
     parts: AdminParts,
 ) -> Envelope[ConnectionPublic]:
     current = await parts.repository.get(connection_id)
-    changes = body.changes()
+    changes = body.changes(current.db_type)
     await _check_update(current, changes, parts.settings.allowed_host_rules())
     record = await parts.repository.update(connection_id, changes) if changes else current
     if changes:
@@ -143,6 +148,10 @@ async def _check_update(
         changes.get("max_connections", current.max_connections),
         _wire_names(changes),
     )
+    known = {current.host, *(r.host for r in current.replicas)}
+    for replica in changes.get("replicas", ()):
+        if replica.host not in known:
+            await ensure_host_allowed(replica.host, rules)
     moved = _credentials_moved(current, changes)
     if moved and "password" not in changes:
         raise validation_failed(

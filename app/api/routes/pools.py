@@ -46,7 +46,9 @@ router = APIRouter(prefix=PREFIX, tags=["pools"], responses=_ERRORS)
         "when the next circuit probe is due (`nextProbeAt`), the last connect failure's code "
         "(`lastProbeError`) and counters (`connectErrors` apart from `queryErrors`). "
         "`openConnections` matches what the database counts. Each process (worker, replica) "
-        "reports only its own pools."
+        "reports only its own pools. A registration with replicas reports its figures summed "
+        "over its nodes, and each node (role, host, state, counts, lag, last probe) in "
+        "`nodes`; `maxConnections` bounds each node."
     ),
     response_model=Envelope[PoolStatusList],
 )

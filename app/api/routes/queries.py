@@ -23,6 +23,7 @@ from app.api.deps import ApiParts, ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
+    NodePublic,
     QueryRequest,
     QueryResultPublic,
     StatementResultPublic,
@@ -34,10 +35,19 @@ from app.domain import DbType
 from app.errors import DbPoolError
 from app.pools.budget import ResultBudget
 from app.pools.catalogue import can_write, list_tables, read_rows
+from app.pools.cluster import Target
 from app.pools.managed_pool import ManagedPool
-from app.pools.query import QueryResult, Statement, run_query, run_transaction
+from app.pools.query import (
+    QueryResult,
+    Statement,
+    TransactionResult,
+    run_query,
+    run_transaction,
+)
 from app.pools.stale import SentNothing
 from app.settings import Settings
+from app.sql import analyse
+from app.tracing import Tracing
 
 __all__ = ["router"]
 
@@ -64,9 +74,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "A field failed validation (VALIDATION_ERROR): a missing parameter, more than "
         "one statement, unreadable SQL, transaction control inside /transaction",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
-        503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open "
-        "(DB_UNAVAILABLE), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE)"
-        "; Retry-After says when to try again",
+        503: "No connection in time (POOL_EXHAUSTED), database down or its circuit open, or no "
+        "usable node for the target (DB_UNAVAILABLE; a write with no reachable primary fails "
+        "fast), or a new pool needs the unreachable registry (REGISTRY_UNAVAILABLE); "
+        "Retry-After says when to try again",
         504: "The statement ran past its timeout and was cancelled (QUERY_TIMEOUT)",
     }.items()
 }
@@ -80,28 +91,50 @@ def _max_rows(requested: int | None, settings: Settings) -> int:
     return min(requested or DEFAULT_MAX_ROWS, settings.max_rows)
 
 
-async def _on_connection(parts: ApiParts, connection_id: int, work: Work[T],
-                         operation: str, statements: Sequence[str] = ()) -> T:
-    """``work`` on one connection of the pool; failures logged and counted; traced as
-    ``operation`` on ``statements`` (the caller's SQL; none for our own catalogue reads)."""
+async def _on_connection(
+    parts: ApiParts,
+    connection_id: int,
+    work: Work[T],
+    operation: str,
+    statements: Sequence[str] = (),
+    *,
+    target: Target = "auto",
+    read: bool | Callable[[DbType], bool] = False,
+) -> tuple[T, dict[str, str] | None]:
+    """``work`` on one connection of the registration's pool, and which node answered
+    (``None`` for a single-node registration: its one node, no routing, no analysis).
+    With replicas, ``target`` and ``read`` (a flag, or asked of the analyser only when
+    needed) pick the node. Failures are logged and counted; traced as ``operation`` on
+    ``statements`` (the caller's SQL; none for our own catalogue reads)."""
     pool = await parts.pools.get(connection_id)
-    tracing = parts.tracing
+    measured = _measured_on(work, parts.tracing, operation, statements)
+    if isinstance(pool, ManagedPool):
+        return await pool.run(lambda conn: measured(pool, conn)), None
+    reads = read(pool.config.db_type) if callable(read) else read
+    result, node = await pool.route(measured, target=target, read=reads)
+    return result, {"id": node.id, "role": node.role}
 
-    async def measured(conn: AsyncConnection) -> T:
-        started = time.perf_counter()
-        try:
-            with tracing.query_span(pool.config, operation, statements):
-                return await work(pool, conn)
-        except SentNothing:
-            raise  # not a query failure: the pool retries on a fresh connection
-        except DbPoolError as exc:
-            pool.record_query_error(exc.code)
-            log.warning("query failed", extra={"connection_id": connection_id, "code": exc.code})
-            raise
-        finally:
-            pool.record_query(time.perf_counter() - started)
 
-    return await pool.run(measured)
+def _measured_on(work: Work[T], tracing: Tracing, operation: str,
+                 statements: Sequence[str]) -> Work[T]:
+    return lambda node, conn: _measured(work, node, conn, tracing, operation, statements)
+
+
+async def _measured(work: Work[T], pool: ManagedPool, conn: AsyncConnection,
+                    tracing: Tracing, operation: str, statements: Sequence[str]) -> T:
+    started = time.perf_counter()
+    try:
+        with tracing.query_span(pool.config, operation, statements):
+            return await work(pool, conn)
+    except SentNothing:
+        raise  # not a query failure: the pool retries on a fresh connection
+    except DbPoolError as exc:
+        pool.record_query_error(exc.code)
+        log.warning("query failed", extra={"connection_id": pool.config.id, "code": exc.code,
+                                           "node": pool.config.node})
+        raise
+    finally:
+        pool.record_query(time.perf_counter() - started)
 
 
 class _DisconnectWatch:
@@ -167,7 +200,9 @@ async def _disconnected(request: Request) -> None:
     description="Rows beyond `maxRows` are not read: `truncated` says so. "
     "Writes report affected rows in `rowCount`. One statement only (422 otherwise, "
     "nothing sent). On a `readOnly` connection it runs in a read-only transaction, and "
-    "statements that could change the session or the transaction are refused (403).",
+    "statements that could change the session or the transaction are refused (403). "
+    "With replicas, `target` picks the node (`auto`: proven reads to a replica, the rest "
+    "to the primary) and `data.node` says which node answered.",
 )
 async def query(
     connection_id: ConnectionId,
@@ -175,7 +210,7 @@ async def query(
     request: Request,
     parts: QueryParts,
 ) -> Envelope[QueryResultPublic] | Response:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Response:
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> tuple[QueryResult, bytes]:
         budget = ResultBudget(parts.settings.max_response_bytes, keep_json=True)
         result = await run_query(
             conn,
@@ -188,13 +223,23 @@ async def query(
             discard=pool.discard,
             budget=budget,
         )
-        return _query_response(result, budget.rows_json())
+        return result, budget.rows_json()
 
-    return await _watched(request, _on_connection(parts, connection_id, work, "query",
-                                                  (body.sql,)))
+    def reads(db_type: DbType) -> bool:
+        return analyse(body.sql, db_type).read_only
+
+    async def answer() -> Response:
+        (result, rows_json), node = await _on_connection(
+            parts, connection_id, work, "query", (body.sql,), target=body.target,
+            read=reads if body.target == "auto" else False,
+        )
+        return _query_response(result, rows_json, node)
+
+    return await _watched(request, answer())
 
 
-def _query_response(result: QueryResult, rows_json: bytes) -> Response:
+def _query_response(result: QueryResult, rows_json: bytes, node: dict[str, str] | None
+                    ) -> Response:
     """The ``Envelope[QueryResultPublic]`` body around ``rows_json``, the rows as the budget
     measured them (so they are serialized once, by pydantic-core).
 
@@ -206,6 +251,7 @@ def _query_response(result: QueryResult, rows_json: bytes) -> Response:
         "rowCount": result.row_count,
         "truncated": result.truncated,
         "durationMs": result.duration_ms,
+        "node": node,
     })
     body = b"".join((b'{"success":true,"data":{"rows":', rows_json, b",", data[1:],
                      b',"message":', to_json(f"{result.row_count} rows"), b"}"))
@@ -220,7 +266,9 @@ def _query_response(result: QueryResult, rows_json: bytes) -> Response:
     "a failure names the statement in `details.statementIndex`. The endpoint owns BEGIN "
     "and COMMIT: transaction control among the statements (BEGIN, COMMIT, ROLLBACK, SET "
     "TRANSACTION, LOCK TABLES, XA, ...) is refused with 422, and on MySQL/MariaDB so are "
-    "DDL and unknown statements (they commit implicitly); savepoints are allowed.",
+    "DDL and unknown statements (they commit implicitly); savepoints are allowed. "
+    "With replicas it runs on the primary, unless `readOnly` (a read-only transaction, "
+    "which a replica may serve).",
 )
 async def transaction(
     connection_id: ConnectionId,
@@ -230,31 +278,36 @@ async def transaction(
 ) -> Envelope[TransactionResultPublic] | Response:
     statements = [Statement(sql=s.sql, params=s.params) for s in body.statements]
 
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[TransactionResultPublic]:
-        result = await run_transaction(
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> TransactionResult:
+        return await run_transaction(
             conn,
             pool.config,
             statements,
             max_rows=_max_rows(body.max_rows, parts.settings),
             isolation_level=body.isolation_level,
+            read_only=body.read_only,
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
             discard=pool.discard,
             budget=ResultBudget(parts.settings.max_response_bytes,
                                 parts.settings.transaction_row_cap),
         )
+
+    async def answer() -> Envelope[TransactionResultPublic]:
+        # A read-only transaction may go to a replica; any other to the primary.
+        result, node = await _on_connection(parts, connection_id, work, "transaction",
+                                            [s.sql for s in statements], read=body.read_only)
         data = TransactionResultPublic(
             results=[
                 StatementResultPublic.model_validate(r, from_attributes=True)
                 for r in result.results
             ],
             duration_ms=result.duration_ms,
+            node=None if node is None else NodePublic.model_validate(node),
         )
         return Envelope(data=data, message=f"{len(result.results)} statements committed")
 
-    sqls = [s.sql for s in statements]
-    return await _watched(request, _on_connection(parts, connection_id, work, "transaction",
-                                                  sqls))
+    return await _watched(request, answer())
 
 
 @router.get(
@@ -272,7 +325,8 @@ async def tables(
         data = [TablePublic(schema=t.schema, name=t.name, type=t.type) for t in found]
         return Envelope(data=data, message=f"{len(data)} tables")
 
-    return await _on_connection(parts, connection_id, work, "tables")
+    envelope, _ = await _on_connection(parts, connection_id, work, "tables", read=True)
+    return envelope
 
 
 @router.get(
@@ -288,8 +342,8 @@ async def table_rows(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     schema: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Envelope[QueryResultPublic]:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[QueryResultPublic]:
-        result = await read_rows(
+    async def work(pool: ManagedPool, conn: AsyncConnection) -> QueryResult:
+        return await read_rows(
             conn,
             pool.config,
             table,
@@ -299,10 +353,11 @@ async def table_rows(
             discard=pool.discard,
             budget=ResultBudget(parts.settings.max_response_bytes),
         )
-        data = QueryResultPublic.model_validate(result, from_attributes=True)
-        return Envelope(data=data, message=f"{result.row_count} rows")
 
-    return await _on_connection(parts, connection_id, work, "rows")
+    result, node = await _on_connection(parts, connection_id, work, "rows", read=True)
+    data = QueryResultPublic.model_validate(result, from_attributes=True)
+    data.node = None if node is None else NodePublic.model_validate(node)
+    return Envelope(data=data, message=f"{result.row_count} rows")
 
 
 @router.post(
@@ -329,7 +384,8 @@ async def test_connection(
         )
         return str(result.rows[0][0]), await can_write(conn, config, discard=pool.discard)
 
-    version, writable = await _on_connection(parts, connection_id, work, "test")
+    (version, writable), _ = await _on_connection(parts, connection_id, work, "test",
+                                                  target="primary")
     latency = round((time.perf_counter() - started) * 1000, 3)
     data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version,
                                 can_write=writable)

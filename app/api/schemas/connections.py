@@ -25,13 +25,15 @@ from pydantic import (
 )
 
 from app.api.schemas.common import ApiModel
-from app.domain import DbType, SslMode
+from app.domain import DbType, ReplicaNode, SslMode
 
 __all__ = [
     "DEFAULT_PORTS",
     "ConnectionCreate",
     "ConnectionPublic",
     "ConnectionUpdate",
+    "ReplicaCreate",
+    "ReplicaPublic",
     "is_valid_host",
 ]
 
@@ -85,6 +87,47 @@ MinConnections = Annotated[int, Field(ge=0, le=1000, strict=True)]
 Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
 Description = Annotated[str, Field(max_length=1000)]
+Weight = Annotated[int, Field(ge=1, le=100, strict=True)]
+MaxLag = Annotated[float, Field(gt=0, le=86400)]
+MAX_REPLICAS = 16
+_LAG_HELP = (
+    "`auto` reads skip a replica whose measured lag is past this many seconds (or that cannot "
+    "be measured); null: no bound"
+)
+_REPLICAS_HELP = (
+    "More servers of the same database. Each node gets its own pool of up to "
+    "`maxConnections`; roles (primary / replica) are discovered from the servers."
+)
+
+
+class ReplicaCreate(ApiModel):
+    """One more server; credentials default to the registration's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: Host
+    port: Port | None = Field(default=None, description="Default: the engine's usual port")
+    weight: Weight = Field(default=1, description="Relative share of the reads (1-100)")
+    username: Identifier | None = None
+    password: Password | None = None
+
+    def node(self, db_type: DbType) -> ReplicaNode:
+        return ReplicaNode(
+            host=self.host, port=self.port or DEFAULT_PORTS[db_type], weight=self.weight,
+            username=self.username, password=self.password,
+        )
+
+
+class ReplicaPublic(ApiModel):
+    """A replica as the API shows it: never a password."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    host: str
+    port: int
+    weight: int
+    username: str | None = Field(description="null: the registration's own username")
+    has_password: bool = Field(description="It has a password of its own")
 
 _CREATE_EXAMPLE: dict[str, JsonValue] = {
     "name": "crm",
@@ -152,17 +195,27 @@ class ConnectionCreate(ApiModel):
     username: Identifier
     password: Password
     is_active: Flag = True
-    max_connections: MaxConnections = 10
+    max_connections: MaxConnections = Field(
+        default=10, description="Most connections open at once, per node (with replicas: to "
+        "each server)"
+    )
     min_connections: MinConnections = 0
     connection_timeout: Timeout = 30.0
     query_timeout: Timeout = 60.0
     read_only: Flag = False
     options: ConnectionOptions = Field(default_factory=ConnectionOptions)
     description: Description | None = None
+    replicas: list[ReplicaCreate] = Field(
+        default_factory=list, max_length=MAX_REPLICAS, description=_REPLICAS_HELP
+    )
+    max_replica_lag_seconds: MaxLag | None = Field(default=None, description=_LAG_HELP)
 
     @field_serializer("options")
     def _stored_options(self, options: ConnectionOptions) -> dict[str, Any]:
         return options.stored()
+
+    def replica_nodes(self) -> tuple[ReplicaNode, ...]:
+        return tuple(r.node(self.db_type) for r in self.replicas)
 
     @model_validator(mode="after")
     def _default_port(self) -> ConnectionCreate:
@@ -198,6 +251,12 @@ class ConnectionUpdate(ApiModel):
     read_only: Flag | None = None
     options: ConnectionOptions | None = None
     description: Description | None = None
+    replicas: list[ReplicaCreate] | None = Field(
+        default=None, max_length=MAX_REPLICAS,
+        description="Replaces the list. A replica address not registered before needs its own "
+        "`password`, or `password` at the top level.",
+    )
+    max_replica_lag_seconds: MaxLag | None = Field(default=None, description=_LAG_HELP)
 
     @field_validator(
         "name",
@@ -214,6 +273,7 @@ class ConnectionUpdate(ApiModel):
         "query_timeout",
         "read_only",
         "options",
+        "replicas",
     )
     @classmethod
     def _not_null(cls, value: object) -> object:
@@ -222,11 +282,14 @@ class ConnectionUpdate(ApiModel):
             raise ValueError("must not be null (leave the field out to keep it)")
         return value
 
-    def changes(self) -> dict[str, Any]:
-        """The fields the caller sent, snake_case (``password`` stays a ``SecretStr``)."""
+    def changes(self, db_type: DbType) -> dict[str, Any]:
+        """The fields the caller sent, snake_case (``password`` stays a ``SecretStr``);
+        replicas as ``ReplicaNode``s, default ports those of ``db_type``."""
         changes = {name: getattr(self, name) for name in self.model_fields_set}
         if isinstance(changes.get("options"), ConnectionOptions):
             changes["options"] = changes["options"].stored()
+        if self.replicas is not None:
+            changes["replicas"] = tuple(r.node(self.db_type or db_type) for r in self.replicas)
         return changes
 
 
@@ -253,3 +316,5 @@ class ConnectionPublic(ApiModel):
     created_at: datetime
     updated_at: datetime
     config_version: int
+    replicas: list[ReplicaPublic]
+    max_replica_lag_seconds: float | None

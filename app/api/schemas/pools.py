@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from pydantic import Field, PlainSerializer
 
 from app.api.schemas.common import ApiModel
-from app.pools.stats import PoolSnapshot, PoolState
+from app.pools.stats import NodeSnapshot, PoolSnapshot, PoolState
 
 __all__ = [
+    "NodeStatusPublic",
     "PoolStatsPublic",
     "PoolStatusList",
     "PoolStatusPublic",
@@ -47,8 +48,46 @@ class PoolStatsPublic(ApiModel):
     avg_acquire_ms: float
 
 
+class NodeStatusPublic(ApiModel):
+    """One node of a registration with replicas: each has its own pool and breaker."""
+
+    id: str = Field(description="node0: the registered host; node1...: the replicas in order")
+    role: str = Field(description="primary | replica | unknown, as the server itself says")
+    host: str = Field(description="host:port")
+    weight: int
+    state: PoolState
+    healthy: bool
+    active_connections: int
+    idle_connections: int
+    open_connections: int
+    max_connections: int = Field(description="maxConnections is a per-node bound")
+    waiting_requests: int
+    lag_seconds: float | None = Field(
+        description="Replay lag measured by the monitor (replicas); null: unknown"
+    )
+    last_probe_at: UtcTime | None = Field(description="Last successful role and lag probe")
+    last_health_check_at: UtcTime | None
+    next_probe_at: UtcTime | None = Field(description="While its circuit is open: the next "
+                                          "connect probe")
+    last_probe_error: str | None = Field(description="Code of its last connect failure")
+
+    @classmethod
+    def of(cls, node: NodeSnapshot) -> NodeStatusPublic:
+        pool = node.pool
+        return cls(
+            id=node.node, role=node.role, host=node.address, weight=node.weight,
+            state=pool.state, healthy=pool.healthy, active_connections=pool.checked_out,
+            idle_connections=pool.checked_in, open_connections=pool.open,
+            max_connections=pool.max_connections, waiting_requests=pool.waiting,
+            lag_seconds=node.lag_seconds, last_probe_at=node.probed_at,
+            last_health_check_at=pool.last_health_check_at, next_probe_at=pool.next_probe_at,
+            last_probe_error=pool.last_probe_error,
+        )
+
+
 class PoolStatusPublic(ApiModel):
-    """One live pool; ``openConnections`` = active + idle, as the database itself counts."""
+    """One live pool; ``openConnections`` = active + idle, as the database itself counts.
+    With replicas, the figures are sums over the nodes and ``nodes`` has each one."""
 
     connection_id: int
     connection_name: str
@@ -81,6 +120,9 @@ class PoolStatusPublic(ApiModel):
     last_used_at: UtcTime
     idle_seconds: int = Field(description="Whole seconds since the pool was last used")
     stats: PoolStatsPublic
+    nodes: list[NodeStatusPublic] | None = Field(
+        description="Registrations with replicas: one entry per node; null otherwise"
+    )
 
     @classmethod
     def of(cls, snap: PoolSnapshot) -> PoolStatusPublic:
@@ -111,6 +153,7 @@ class PoolStatusPublic(ApiModel):
                 recreations=stats.recreations,
                 avg_acquire_ms=round(stats.avg_acquire_ms, 3),
             ),
+            nodes=[NodeStatusPublic.of(n) for n in snap.nodes] if snap.nodes else None,
         )
 
 
@@ -166,6 +209,30 @@ def pool_status_entry(snap: PoolSnapshot) -> dict[str, Any]:
             "recreations": stats.recreations,
             "avgAcquireMs": round(float(stats.avg_acquire_ms), 3),
         },
+        "nodes": [_node_entry(n) for n in snap.nodes] if snap.nodes else None,
+    }
+
+
+def _node_entry(node: NodeSnapshot) -> dict[str, Any]:
+    pool, probed = node.pool, node.probed_at
+    checked, due = pool.last_health_check_at, pool.next_probe_at
+    return {
+        "id": node.node,
+        "role": node.role,
+        "host": node.address,
+        "weight": node.weight,
+        "state": pool.state,
+        "healthy": pool.healthy,
+        "activeConnections": pool.checked_out,
+        "idleConnections": pool.checked_in,
+        "openConnections": pool.checked_out + pool.checked_in,
+        "maxConnections": pool.max_connections,
+        "waitingRequests": pool.waiting,
+        "lagSeconds": node.lag_seconds,
+        "lastProbeAt": None if probed is None else utc_millis(probed),
+        "lastHealthCheckAt": None if checked is None else utc_millis(checked),
+        "nextProbeAt": None if due is None else utc_millis(due),
+        "lastProbeError": pool.last_probe_error,
     }
 
 

@@ -10,6 +10,7 @@ from app.api.schemas.common import ApiModel
 
 __all__ = [
     "ConnectionTestPublic",
+    "NodePublic",
     "QueryRequest",
     "QueryResultPublic",
     "StatementRequest",
@@ -41,6 +42,7 @@ _TIMEOUT = Field(
     description="Tightens the connection's query timeout; never loosens it",
 )
 _ROW_FORMAT_HELP = "Rows as objects keyed by column, or arrays"
+_NODE_HELP = "The node that answered (registrations with replicas; null otherwise)"
 
 
 class QueryRequest(ApiModel):
@@ -49,6 +51,22 @@ class QueryRequest(ApiModel):
     max_rows: int | None = _MAX_ROWS
     timeout_seconds: float | None = _TIMEOUT
     row_format: Literal["object", "array"] = Field(default="object", description=_ROW_FORMAT_HELP)
+    target: Literal["auto", "primary", "replica"] = Field(
+        default="auto",
+        description="Registrations with replicas: `auto` sends statements the analyser proves "
+        "read-only to a healthy replica within `maxReplicaLagSeconds` (the primary when none "
+        "is usable) and everything else to the primary; `primary` / `replica` pick the role "
+        "(`replica` never falls back: 503 DB_UNAVAILABLE when no replica is usable). Ignored "
+        "by single-node registrations.",
+    )
+
+
+class NodePublic(ApiModel):
+    """Which node of the registration answered: never its address or credentials."""
+
+    id: str = Field(examples=["node1"], description="node0: the registered host; node1...: "
+                    "the replicas in registration order")
+    role: Literal["primary", "replica", "unknown"]
 
 
 class StatementRequest(ApiModel):
@@ -66,6 +84,11 @@ class TransactionRequest(ApiModel):
         default=None, gt=0, le=86400, description="Bounds the whole transaction"
     )
     row_format: Literal["object", "array"] = Field(default="object", description=_ROW_FORMAT_HELP)
+    read_only: bool = Field(
+        default=False,
+        description="Run as on a read-only connection (a read-only transaction; writes are "
+        "refused with 403 READ_ONLY); with replicas it may then go to a replica",
+    )
 
 
 class StatementResultPublic(ApiModel):
@@ -77,11 +100,13 @@ class StatementResultPublic(ApiModel):
 
 class QueryResultPublic(StatementResultPublic):
     duration_ms: float
+    node: NodePublic | None = Field(default=None, description=_NODE_HELP)
 
 
 class TransactionResultPublic(ApiModel):
     results: list[StatementResultPublic]
     duration_ms: float
+    node: NodePublic | None = Field(default=None, description=_NODE_HELP)
 
 
 class TablePublic(ApiModel):
