@@ -123,7 +123,8 @@ async def test_cut_fails_fast_then_the_first_request_after_restore_succeeds(
         while loop.time() - cut_at < 10:
             took, error = await attempt(monitor, cid)
             assert isinstance(error, DbUnavailable) and error.retry_after is not None
-            assert error.retry_after <= 1.0 and took < 0.5
+            # fast: far below connection_timeout (a loaded shared machine can stall a beat)
+            assert error.retry_after <= 1.0 and took < CONNECTION_TIMEOUT / 2
             await asyncio.sleep(0.25)
 
         proxy.restore()
