@@ -76,6 +76,7 @@ def baseline_env(db: DbTarget | None, pool_size: int) -> dict[str, str]:
     env = _clean_env() | {"BENCH_POOL_SIZE": str(pool_size)}
     if db is not None:
         env |= {
+            "BENCH_DB_ENGINE": db.engine,
             "BENCH_DB_HOST": db.host,
             "BENCH_DB_PORT": str(db.port),
             "BENCH_DB_DATABASE": db.database,

@@ -16,7 +16,14 @@ import pytest
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = {"constant", "baseline-postgresql", "baseline-mariadb", "service"}
+TARGETS = {
+    "constant",
+    "baseline-postgresql",
+    "baseline-mariadb",
+    "sqlalchemy-postgresql",
+    "sqlalchemy-mariadb",
+    "service",
+}
 ROW_KEYS = {"target", "engine", "case", "concurrency", "rps", "p50_ms", "p99_ms", "errors"}
 
 

@@ -1,0 +1,121 @@
+"""CPU time spent per request over one measured window, on both sides of the wire.
+
+``CpuProbe`` samples, just before and just after the window:
+
+- the server process (with any children): its client-side CPU per request;
+- the database's side. PostgreSQL runs one backend process per connection: the backends
+  serving this server's connections (found by the server's own sockets, which is what
+  ``pg_stat_activity.client_port`` shows, so other runs on the shared database are not
+  counted). MariaDB is one process: the whole ``mariadbd`` listening on the port, which
+  includes every other client of the shared server in that window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+__all__ = ["CpuProbe"]
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    proc = psutil.Process(pid)
+    total = _cpu_s(proc)
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += _cpu_s(child)
+    return total
+
+
+def _backend_pids(server_pid: int, db_port: int) -> list[int]:
+    """Pids of the database processes at the other end of ``server_pid``'s connections."""
+    proc = psutil.Process(server_pid)
+    mine = {
+        _port(c.laddr)
+        for p in [proc, *proc.children(recursive=True)]
+        for c in p.net_connections(kind="tcp")
+        if _port(c.raddr) == db_port
+    }
+    return sorted(
+        {
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.pid is not None and _port(c.laddr) == db_port and _port(c.raddr) in mine
+        }
+    )
+
+
+def _port(addr: Any) -> int | None:
+    """The port of a psutil address (an empty tuple when the socket has none)."""
+    return int(addr.port) if addr else None
+
+
+def _listener_pid(db_port: int) -> int | None:
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and _port(c.laddr) == db_port and c.pid is not None:
+            return c.pid
+    return None
+
+
+@dataclass
+class CpuProbe:
+    """CPU per request of a server and of the database side of its work, over one window."""
+
+    server_pid: int
+    engine: str  # "postgresql": per-connection backends; "none": no database
+    db_port: int | None
+    _db_pids: list[int] = field(default_factory=list)
+    _before: tuple[float, dict[int, float]] = (0.0, {})
+    _after: tuple[float, dict[int, float]] = (0.0, {})
+
+    def _db_cpu(self) -> dict[int, float]:
+        out = {}
+        for pid in self._db_pids:
+            with contextlib.suppress(psutil.Error):
+                out[pid] = _cpu_s(psutil.Process(pid))
+        return out
+
+    def begin(self) -> None:
+        """Find the database processes (the pool is warm by now) and take the first sample."""
+        try:
+            if self.db_port is None:
+                self._db_pids = []
+            elif self.engine == "postgresql":
+                self._db_pids = _backend_pids(self.server_pid, self.db_port)
+            else:
+                listener = _listener_pid(self.db_port)
+                self._db_pids = [] if listener is None else [listener]
+        except psutil.Error:
+            self._db_pids = []
+        self._before = (_tree_cpu_s(self.server_pid), self._db_cpu())
+
+    def end(self) -> None:
+        self._after = (_tree_cpu_s(self.server_pid), self._db_cpu())
+
+    def per_request(self, requests: int) -> dict[str, Any]:
+        """Microseconds of CPU per request: the server's, and the database side's."""
+        if requests <= 0:
+            return {}
+        server = (self._after[0] - self._before[0]) / requests * 1e6
+        if self.db_port is None:
+            return {"server_cpu_us": round(server, 1)}
+        alive = [pid for pid in self._before[1] if pid in self._after[1]]
+        db = sum(self._after[1][p] - self._before[1][p] for p in alive) / requests * 1e6
+        scope = (
+            f"{len(alive)} backends of this server's connections"
+            if self.engine == "postgresql"
+            else "whole mariadbd process (every client of the shared server)"
+        )
+        return {
+            "server_cpu_us": round(server, 1),
+            "db_cpu_us": round(db, 1) if alive else None,
+            "db_cpu_scope": scope,
+        }
