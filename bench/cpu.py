@@ -72,13 +72,13 @@ class CpuProbe:
     server_pid: int
     engine: str  # "postgresql": per-connection backends; "none": no database
     db_port: int | None
-    _db_pids: list[int] = field(default_factory=list)
+    db_pids: list[int] = field(default_factory=list)  # found by begin()
     _before: tuple[float, dict[int, float]] = (0.0, {})
     _after: tuple[float, dict[int, float]] = (0.0, {})
 
     def _db_cpu(self) -> dict[int, float]:
         out = {}
-        for pid in self._db_pids:
+        for pid in self.db_pids:
             with contextlib.suppress(psutil.Error):
                 out[pid] = _cpu_s(psutil.Process(pid))
         return out
@@ -87,14 +87,14 @@ class CpuProbe:
         """Find the database processes (the pool is warm by now) and take the first sample."""
         try:
             if self.db_port is None:
-                self._db_pids = []
+                self.db_pids = []
             elif self.engine == "postgresql":
-                self._db_pids = _backend_pids(self.server_pid, self.db_port)
+                self.db_pids = _backend_pids(self.server_pid, self.db_port)
             else:
                 listener = _listener_pid(self.db_port)
-                self._db_pids = [] if listener is None else [listener]
+                self.db_pids = [] if listener is None else [listener]
         except psutil.Error:
-            self._db_pids = []
+            self.db_pids = []
         self._before = (_tree_cpu_s(self.server_pid), self._db_cpu())
 
     def end(self) -> None:

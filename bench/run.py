@@ -73,7 +73,7 @@ MODES = {
         "quick",
         (1, 16, 64),
         ("select1", "point", "rows100"),
-        1.5,
+        1.0,  # wrk takes whole seconds: 1 s warm-up + 1 s window per measurement
         0.5,
         1,
         ("point", "rows100"),
@@ -84,8 +84,8 @@ MODES = {
         "tiny",
         (1, 4),
         ("point",),
-        0.3,
-        0.2,
+        0.3,  # wrk: 1 s, no warm-up
+        0.0,
         1,
         (),
         ScaleSize(20, 10, {"postgresql": 2, "mariadb": 2}, 20, 5),
@@ -191,7 +191,7 @@ def _measure(
         run.errors.append(f"{target} {engine} {case.name} c={c}: {row['error']}")
     run.rows.append(row)
     print(
-        f"  {target:<16} {engine:<10} {case.name:<8} c={c:<3} {row.get('rps', 'FAIL')}",
+        f"  {target:<22} {engine:<10} {case.name:<8} c={c:<3} {row.get('rps', 'FAIL')}",
         file=sys.stderr,
         flush=True,
     )
