@@ -73,8 +73,9 @@ class CpuProbe:
     engine: str  # "postgresql": per-connection backends; "none": no database
     db_port: int | None
     db_pids: list[int] = field(default_factory=list)  # found by begin()
-    _before: tuple[float, dict[int, float]] = (0.0, {})
-    _after: tuple[float, dict[int, float]] = (0.0, {})
+    _server: list[float] = field(default_factory=lambda: [0.0, 0.0])  # before, after
+    _db_before: dict[int, float] = field(default_factory=dict)
+    _db_after: dict[int, float] = field(default_factory=dict)
 
     def _db_cpu(self) -> dict[int, float]:
         out = {}
@@ -95,22 +96,31 @@ class CpuProbe:
                 self.db_pids = [] if listener is None else [listener]
         except psutil.Error:
             self.db_pids = []
-        self._before = (_tree_cpu_s(self.server_pid), self._db_cpu())
+        self._server[0], self._db_before = _tree_cpu_s(self.server_pid), self._db_cpu()
 
     def end(self) -> None:
-        self._after = (_tree_cpu_s(self.server_pid), self._db_cpu())
+        """The second sample; a PostgreSQL backend born in the window counts from zero."""
+        self._server[1] = _tree_cpu_s(self.server_pid)
+        if self.engine == "postgresql" and self.db_port is not None:
+            with contextlib.suppress(psutil.Error):
+                born = set(_backend_pids(self.server_pid, self.db_port)) - set(self.db_pids)
+                self._db_before |= dict.fromkeys(born, 0.0)
+                self.db_pids += sorted(born)
+        self._db_after = self._db_cpu()
 
     def per_request(self, requests: int) -> dict[str, Any]:
         """Microseconds of CPU per request: the server's, and the database side's."""
         if requests <= 0:
             return {}
-        server = (self._after[0] - self._before[0]) / requests * 1e6
+        server = (self._server[1] - self._server[0]) / requests * 1e6
         if self.db_port is None:
             return {"server_cpu_us": round(server, 1)}
-        alive = [pid for pid in self._before[1] if pid in self._after[1]]
-        db = sum(self._after[1][p] - self._before[1][p] for p in alive) / requests * 1e6
+        alive = [pid for pid in self._db_before if pid in self._db_after]
+        db = sum(self._db_after[p] - self._db_before[p] for p in alive) / requests * 1e6
+        gone = len(self._db_before) - len(alive)
         scope = (
             f"{len(alive)} backends of this server's connections"
+            + (f" ({gone} ended in the window, not counted)" if gone else "")
             if self.engine == "postgresql"
             else "whole mariadbd process (every client of the shared server)"
         )

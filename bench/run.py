@@ -36,7 +36,7 @@ from bench.cpu import CpuProbe
 from bench.faults import measure_fail_fast, measure_recovery
 from bench.procs import CorePlan, ProcessGroup, Server, free_port, plan_cores
 from bench.scale import ScaleSize, measure_scale
-from bench.service import baseline_argv, baseline_env, start_service
+from bench.service import baseline_argv, baseline_env, raise_id_floor, start_service
 
 __all__ = ["Mode", "main"]
 
@@ -221,6 +221,9 @@ def _start_servers(run: Run, with_service: bool) -> dict[str, Server]:
             )
     for server in servers.values():
         run.group.wait_ready(server)
+    for name in ("service", "service-asyncmy"):
+        if name in servers:
+            raise_id_floor(run.workdir / name)
     return servers
 
 
@@ -280,6 +283,7 @@ def _extras(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         run.group.wait_ready(server)
+        raise_id_floor(run.workdir / "service-extras")
         for name, job in jobs.items():
             print(f"  extras: {name}", file=sys.stderr, flush=True)
             try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from cryptography.fernet import Fernet
 from bench.fixtures import DbTarget
 from bench.procs import ProcessGroup, Server, free_port
 
-__all__ = ["baseline_argv", "baseline_env", "start_service"]
+__all__ = ["baseline_argv", "baseline_env", "raise_id_floor", "start_service"]
 
 
 def _dbpool_script() -> str:
@@ -46,6 +49,22 @@ def start_service(
     }
     env |= extra_env or {}
     return group.start(name, [_dbpool_script(), "serve"], env, port)
+
+
+def raise_id_floor(workdir: Path) -> None:
+    """Registrations in the (migrated, running) service of ``workdir`` get ids from a random
+    floor up. Its pools are named ``dbpool:<id>`` on PostgreSQL, where tests on the shared
+    server count and terminate backends by that name: a low id is everyone's."""
+    # SQLite hands out max(id) + 1: an inactive placeholder row sets the floor (the tests
+    # use 100000-899999, tests/support/api.py).
+    with contextlib.closing(sqlite3.connect(workdir / "reg.sqlite3")) as conn:
+        conn.execute(
+            "INSERT INTO external_db_connections (id, name, db_type, host, port, database,"
+            " username, password_encrypted, is_active) VALUES"
+            " (?, 'bench-id-floor', 'postgresql', '127.0.0.1', 5432, 'x', 'x', 'x', 0)",
+            (random.randint(900_000, 999_999),),
+        )
+        conn.commit()
 
 
 def baseline_argv(module: str, port: int) -> list[str]:
