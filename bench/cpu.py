@@ -8,17 +8,25 @@
   ``pg_stat_activity.client_port`` shows, so other runs on the shared database are not
   counted). MariaDB is one process: the whole ``mariadbd`` listening on the port, which
   includes every other client of the shared server in that window.
+
+A backend can end with the window: the service discards the connection of a request whose
+client went away, which wrk's exit does to every request in flight. The database side is
+therefore re-sampled every ``_POLL_S`` during the window, and a process gone by the end
+counts with its last sample.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 __all__ = ["CpuProbe"]
+
+_POLL_S = 0.1
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -75,7 +83,9 @@ class CpuProbe:
     db_pids: list[int] = field(default_factory=list)  # found by begin()
     _server: list[float] = field(default_factory=lambda: [0.0, 0.0])  # before, after
     _db_before: dict[int, float] = field(default_factory=dict)
-    _db_after: dict[int, float] = field(default_factory=dict)
+    _db_after: dict[int, float] = field(default_factory=dict)  # the last sample of each
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _poller: threading.Thread | None = None
 
     def _db_cpu(self) -> dict[int, float]:
         out = {}
@@ -97,16 +107,26 @@ class CpuProbe:
         except psutil.Error:
             self.db_pids = []
         self._server[0], self._db_before = _tree_cpu_s(self.server_pid), self._db_cpu()
+        self._db_after = dict(self._db_before)
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(_POLL_S):
+            self._db_after |= self._db_cpu()
 
     def end(self) -> None:
         """The second sample; a PostgreSQL backend born in the window counts from zero."""
         self._server[1] = _tree_cpu_s(self.server_pid)
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
         if self.engine == "postgresql" and self.db_port is not None:
             with contextlib.suppress(psutil.Error):
                 born = set(_backend_pids(self.server_pid, self.db_port)) - set(self.db_pids)
                 self._db_before |= dict.fromkeys(born, 0.0)
                 self.db_pids += sorted(born)
-        self._db_after = self._db_cpu()
+        self._db_after |= self._db_cpu()
 
     def per_request(self, requests: int) -> dict[str, Any]:
         """Microseconds of CPU per request: the server's, and the database side's."""
@@ -115,17 +135,15 @@ class CpuProbe:
         server = (self._server[1] - self._server[0]) / requests * 1e6
         if self.db_port is None:
             return {"server_cpu_us": round(server, 1)}
-        alive = [pid for pid in self._db_before if pid in self._db_after]
-        db = sum(self._db_after[p] - self._db_before[p] for p in alive) / requests * 1e6
-        gone = len(self._db_before) - len(alive)
+        seen = [pid for pid in self._db_before if pid in self._db_after]
+        db = sum(self._db_after[p] - self._db_before[p] for p in seen) / requests * 1e6
         scope = (
-            f"{len(alive)} backends of this server's connections"
-            + (f" ({gone} ended in the window, not counted)" if gone else "")
+            f"{len(seen)} backends of this server's connections"
             if self.engine == "postgresql"
             else "whole mariadbd process (every client of the shared server)"
         )
         return {
             "server_cpu_us": round(server, 1),
-            "db_cpu_us": round(db, 1) if alive else None,
+            "db_cpu_us": round(db, 1) if seen else None,
             "db_cpu_scope": scope,
         }
