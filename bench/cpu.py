@@ -1,6 +1,6 @@
 """CPU time spent per request over one measured window, on both sides of the wire.
 
-``CpuProbe`` samples, just before and just after the window:
+``CpuProbe`` samples, twice inside the measured window:
 
 - the server process (with any children): its client-side CPU per request;
 - the database's side. PostgreSQL runs one backend process per connection: the backends
@@ -9,24 +9,22 @@
   counted). MariaDB is one process: the whole ``mariadbd`` listening on the port, which
   includes every other client of the shared server in that window.
 
-A backend can end with the window: the service discards the connection of a request whose
-client went away, which wrk's exit does to every request in flight. The database side is
-therefore re-sampled every ``_POLL_S`` during the window, and a process gone by the end
-counts with its last sample.
+The samples are taken inside the window and the figure is CPU / (req/s * the time between
+the samples), so what happens at the window's edges (wrk connecting, and closing with
+requests in flight, which makes the service discard those database connections) is left
+out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 __all__ = ["CpuProbe"]
-
-_POLL_S = 0.1
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -82,10 +80,9 @@ class CpuProbe:
     db_port: int | None
     db_pids: list[int] = field(default_factory=list)  # found by begin()
     _server: list[float] = field(default_factory=lambda: [0.0, 0.0])  # before, after
+    _wall: list[float] = field(default_factory=lambda: [0.0, 0.0])
     _db_before: dict[int, float] = field(default_factory=dict)
-    _db_after: dict[int, float] = field(default_factory=dict)  # the last sample of each
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _poller: threading.Thread | None = None
+    _db_after: dict[int, float] = field(default_factory=dict)
 
     def _db_cpu(self) -> dict[int, float]:
         out = {}
@@ -95,7 +92,7 @@ class CpuProbe:
         return out
 
     def begin(self) -> None:
-        """Find the database processes (the pool is warm by now) and take the first sample."""
+        """Find the database processes and take the first sample."""
         try:
             if self.db_port is None:
                 self.db_pids = []
@@ -106,30 +103,17 @@ class CpuProbe:
                 self.db_pids = [] if listener is None else [listener]
         except psutil.Error:
             self.db_pids = []
+        self._wall[0] = time.monotonic()
         self._server[0], self._db_before = _tree_cpu_s(self.server_pid), self._db_cpu()
-        self._db_after = dict(self._db_before)
-        self._poller = threading.Thread(target=self._poll, daemon=True)
-        self._poller.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(_POLL_S):
-            self._db_after |= self._db_cpu()
 
     def end(self) -> None:
-        """The second sample; a PostgreSQL backend born in the window counts from zero."""
-        self._server[1] = _tree_cpu_s(self.server_pid)
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
-        if self.engine == "postgresql" and self.db_port is not None:
-            with contextlib.suppress(psutil.Error):
-                born = set(_backend_pids(self.server_pid, self.db_port)) - set(self.db_pids)
-                self._db_before |= dict.fromkeys(born, 0.0)
-                self.db_pids += sorted(born)
-        self._db_after |= self._db_cpu()
+        self._wall[1] = time.monotonic()
+        self._server[1], self._db_after = _tree_cpu_s(self.server_pid), self._db_cpu()
 
-    def per_request(self, requests: int) -> dict[str, Any]:
-        """Microseconds of CPU per request: the server's, and the database side's."""
+    def per_request(self, rps: float) -> dict[str, Any]:
+        """Microseconds of CPU per request at the window's rate ``rps``: the server's, and
+        the database side's (None when no database process was found)."""
+        requests = rps * (self._wall[1] - self._wall[0])
         if requests <= 0:
             return {}
         server = (self._server[1] - self._server[0]) / requests * 1e6
@@ -137,8 +121,10 @@ class CpuProbe:
             return {"server_cpu_us": round(server, 1)}
         seen = [pid for pid in self._db_before if pid in self._db_after]
         db = sum(self._db_after[p] - self._db_before[p] for p in seen) / requests * 1e6
+        gone = len(self._db_before) - len(seen)
         scope = (
             f"{len(seen)} backends of this server's connections"
+            + (f" ({gone} ended inside the window, not counted)" if gone else "")
             if self.engine == "postgresql"
             else "whole mariadbd process (every client of the shared server)"
         )

@@ -41,7 +41,8 @@ class Workload:
 
 
 class Probe(Protocol):
-    """Sampled right before and right after the measured window (e.g. ``bench.cpu``)."""
+    """Sampled inside the measured window (e.g. ``bench.cpu``): wrk's connects and closes
+    at the window's edges stay outside the sample."""
 
     def begin(self) -> None: ...
 
@@ -400,12 +401,8 @@ def _run_wrk(
         script = Path(tmp) / "post.lua"
         script.write_text(_lua_script(work))
         if warmup_s > 0:
-            _wrk_once(url, script, concurrency, warmup_s, cores)
-        if probe is not None:
-            probe.begin()
-        out = _wrk_once(url, script, concurrency, duration_s, cores)
-        if probe is not None:
-            probe.end()
+            _wrk_once(url, script, concurrency, warmup_s, cores, None)
+        out = _wrk_once(url, script, concurrency, duration_s, cores, probe)
     seconds = out["duration_us"] / 1e6
     failed = int(out["non2xx"] + out["socket_errors"])
     ok = int(out["requests"] - out["non2xx"])
@@ -422,21 +419,38 @@ def _run_wrk(
 
 
 def _wrk_once(
-    url: str, script: Path, concurrency: int, seconds: float, cores: frozenset[int] | None
+    url: str,
+    script: Path,
+    concurrency: int,
+    seconds: float,
+    cores: frozenset[int] | None,
+    probe: Probe | None,
 ) -> dict[str, float]:
+    whole = max(1, round(seconds))
     # One thread: wrk's event loop drives 64 connections on one core with room to spare.
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
-    argv += ["--timeout", "10s", "-s", str(script), url]
-    proc = subprocess.run(
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{whole}s", "--timeout", "10s"]
+    argv += ["-s", str(script), url]
+    started = time.monotonic()
+    with subprocess.Popen(
         argv,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds + 30,
-        check=True,
         preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
-    )
-    for line in proc.stdout.splitlines():
+    ) as proc:
+        if probe is not None:
+            # Sampled inside the window: when wrk closes its connections, a server may drop
+            # what was in flight (the service discards those database connections).
+            inset = min(0.5, 0.1 * whole)
+            time.sleep(inset)
+            probe.begin()
+            time.sleep(max(0.0, started + whole - inset - time.monotonic()))
+            probe.end()
+        stdout, stderr = proc.communicate(timeout=whole + 30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited {proc.returncode}: {stderr[-500:]}")
+    for line in stdout.splitlines():
         if line.startswith("BENCHJSON "):
             parsed: dict[str, float] = json.loads(line[len("BENCHJSON ") :])
             return parsed
-    raise RuntimeError(f"wrk printed no summary: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    raise RuntimeError(f"wrk printed no summary: {stdout[-500:]} {stderr[-500:]}")

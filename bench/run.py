@@ -174,7 +174,7 @@ def _measure(
                 use_wrk=run.use_wrk,
                 probe=probe,
             )
-            results.append((result, probe.per_request(result.requests)))
+            results.append((result, probe.per_request(result.rps)))
         results.sort(key=lambda pair: pair[0].rps)
         best, cpu = results[len(results) // 2]  # the median run
         row |= best.to_dict() | {"rps": round(best.rps, 1)} | cpu

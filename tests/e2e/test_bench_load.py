@@ -98,7 +98,7 @@ async def test_probe_counts_exactly_the_servers_backends(servers: dict[str, Serv
     result = _run(server, work, use_wrk=False, probe=probe)
     # The asyncpg baseline opens its whole pool (10) at start; nothing else is counted.
     assert sorted(await _backends(probe.db_pids)) == ["bench-asyncpg"] * 10
-    figures = probe.per_request(result.requests)
+    figures = probe.per_request(result.rps)
     assert figures["server_cpu_us"] > 0
     assert figures["db_cpu_us"] is not None
     assert figures["db_cpu_scope"].startswith("10 backends")
