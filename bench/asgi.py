@@ -124,7 +124,7 @@ async def _baseline(db: fixtures.DbTarget) -> AsyncIterator[tuple[Any, int]]:
 
 async def _drive(args: argparse.Namespace) -> None:
     db = fixtures.PG if args.engine == "postgresql" else fixtures.MY
-    bodies = fixtures.cases_for(db, (args.case,))[0].bodies
+    bodies = fixtures.cases_for((args.case,))[0].bodies
     with tempfile.TemporaryDirectory() as tmp:
         target = _baseline(db) if args.baseline else _service(db, Path(tmp), args.tracing)
         async with target as (app, cid):

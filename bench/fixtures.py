@@ -50,25 +50,27 @@ class Case:
     bodies: tuple[bytes, ...]
 
 
-def cases_for(db: DbTarget, names: tuple[str, ...], variants: int = 512) -> list[Case]:
-    """Bodies use the driver's positional style (``$1`` / ``%s``), the same for service and
-    baseline; ids are random but fixed per run so every target gets the same sequence."""
+def cases_for(names: tuple[str, ...], variants: int = 512) -> list[Case]:
+    """Bodies use named ``:id`` parameters (the service's portable style, and what a
+    SQLAlchemy ``text()`` takes), the same for every server and both engines; ids are
+    random but fixed per run so every target gets the same sequence."""
     rng = random.Random(20250113)
-    ph = db.placeholder
     sql = {
         "select1": "SELECT 1",
-        "point": f"SELECT * FROM {TABLE} WHERE id = {ph}",
-        "rows100": f"SELECT * FROM {TABLE} WHERE id >= {ph} ORDER BY id LIMIT {_PAGE}",
+        "point": f"SELECT * FROM {TABLE} WHERE id = :id",
+        "rows100": f"SELECT * FROM {TABLE} WHERE id >= :id ORDER BY id LIMIT {_PAGE}",
     }
     out = []
     for name in names:
         bodies: tuple[bytes, ...]
         if name == "select1":
-            bodies = (json.dumps({"sql": sql[name], "params": []}).encode(),)
+            bodies = (json.dumps({"sql": sql[name], "params": {}}).encode(),)
         else:
             top = ROWS if name == "point" else ROWS - _PAGE + 1
             ids = [rng.randint(1, top) for _ in range(variants)]
-            bodies = tuple(json.dumps({"sql": sql[name], "params": [i]}).encode() for i in ids)
+            bodies = tuple(
+                json.dumps({"sql": sql[name], "params": {"id": i}}).encode() for i in ids
+            )
         out.append(Case(name, bodies))
     return out
 

@@ -1,9 +1,11 @@
-"""The one load generator: ``wrk`` with a Lua POST script when it is on PATH, else a
-multi-process Python client (asyncio, raw HTTP/1.1 keep-alive sockets).
+"""The one load generator: ``wrk`` (one thread) with a Lua POST script when it can run
+(``ensure_wrk`` installs Debian's package when missing and we are root), else, as the
+fallback, a multi-process Python client (asyncio, raw HTTP/1.1 keep-alive sockets).
 
-Both send the same bodies (cycled per request) to the same path and report requests/s
-and latency percentiles over a measured window that follows a warm-up window. Every
-loop is bounded by a deadline; a connection that stalls past it counts as an error.
+Both send the same bodies (cycled per request) with the same headers to the same path and
+report requests/s and latency percentiles over a measured window that follows a warm-up
+window. Every loop is bounded by a deadline; a connection that stalls past it, a non-2xx
+response and any socket error count as errors.
 """
 
 from __future__ import annotations
@@ -15,25 +17,36 @@ import multiprocessing as mp
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from array import array
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-__all__ = ["LoadResult", "Workload", "percentile", "run_load", "wrk_available"]
+__all__ = ["LoadResult", "Probe", "Workload", "ensure_wrk", "percentile", "run_load"]
 
 _STALL_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What to send: a POST path and the JSON bodies to cycle through."""
+    """What to send: a POST path, the JSON bodies to cycle through and extra headers."""
 
     path: str
     bodies: tuple[bytes, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class Probe(Protocol):
+    """Sampled inside the measured window (e.g. ``bench.cpu``): wrk's connects and closes
+    at the window's edges stay outside the sample."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
 
 
 @dataclass
@@ -53,8 +66,29 @@ class LoadResult:
         return asdict(self)
 
 
-def wrk_available() -> bool:
-    return shutil.which("wrk") is not None
+_WRK_INSTALL_TIMEOUT_S = 300
+
+
+def ensure_wrk(install: bool) -> str | None:
+    """``None`` when wrk is on PATH (installed now if missing, ``install`` and root: Debian's
+    ``wrk`` package), else why the Python fallback runs."""
+    if shutil.which("wrk") is not None:
+        return None
+    if not install:
+        return "wrk not on PATH"
+    if os.geteuid() != 0:
+        return "wrk not on PATH and not root (install it: apt-get install -y wrk)"
+    print("bench: installing wrk (apt-get install -y wrk)", file=sys.stderr, flush=True)
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    install_argv = ["apt-get", "install", "-y", "wrk"]
+    # A second try after refreshing the package lists when the first one fails.
+    for argv in (install_argv, ["apt-get", "update"], install_argv):
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=_WRK_INSTALL_TIMEOUT_S, env=env
+        )
+        if shutil.which("wrk") is not None:
+            return None
+    return f"apt-get install -y wrk failed: {proc.stderr.strip()[-300:]}"
 
 
 def percentile(sorted_values: list[float] | array[float], q: float) -> float | None:
@@ -75,11 +109,13 @@ def run_load(
     cores: frozenset[int] | None,
     processes: int,
     use_wrk: bool,
+    probe: Probe | None = None,
 ) -> LoadResult:
-    """Drive ``url + work.path`` at ``concurrency`` connections and measure one window."""
+    """Drive ``url + work.path`` at ``concurrency`` connections and measure one window;
+    ``probe`` is sampled at the window's edges."""
     if use_wrk:
-        return _run_wrk(url, work, concurrency, duration_s, warmup_s, cores)
-    return _run_python(url, work, concurrency, duration_s, warmup_s, cores, processes)
+        return _run_wrk(url, work, concurrency, duration_s, warmup_s, cores, probe)
+    return _run_python(url, work, concurrency, duration_s, warmup_s, cores, processes, probe)
 
 
 # ---------------------------------------------------------------- Python client
@@ -93,6 +129,7 @@ def _run_python(
     warmup_s: float,
     cores: frozenset[int] | None,
     processes: int,
+    probe: Probe | None,
 ) -> LoadResult:
     host, port = _host_port(url)
     procs = max(1, min(processes, concurrency))
@@ -114,6 +151,11 @@ def _run_python(
         w.start()
     requests, errors, samples = 0, 0, array("d")
     try:
+        if probe is not None:
+            time.sleep(max(0.0, begin - time.monotonic()))
+            probe.begin()
+            time.sleep(max(0.0, end - time.monotonic()))
+            probe.end()
         for _ in workers:
             done, errs, raw, failure = queue.get(
                 timeout=end - time.monotonic() + _STALL_GRACE_S + 15
@@ -183,6 +225,7 @@ def _worker_main(
 
 def _build_requests(host: str, port: int, work: Workload) -> list[bytes]:
     head = f"POST {work.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in work.headers)
     return [f"{head}Content-Length: {len(b)}\r\n\r\n".encode() + b for b in work.bodies]
 
 
@@ -305,30 +348,44 @@ def _content_length(buf: bytearray, head_end: int) -> int | None:
 
 # ---------------------------------------------------------------- wrk
 
-_LUA = """
-local bodies = {%s}
+# Requests are built once per thread in init() (wrk.format per request costs wrk CPU), each
+# with its own header table: wrk.format writes Content-Length into the table it is given.
+# done() prints wrk's own counters and latency histogram (what --latency prints), in µs.
+_LUA = r"""
+local bodies = {%(bodies)s}
+local path = %(path)s
+local extra = {%(headers)s}
+local prepared = {}
 local n = #bodies
 local i = 0
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+init = function(args)
+  for k, body in ipairs(bodies) do
+    local headers = {["Content-Type"] = "application/json"}
+    for name, value in pairs(extra) do headers[name] = value end
+    prepared[k] = wrk.format("POST", path, headers, body)
+  end
+end
 request = function()
   i = (i %% n) + 1
-  return wrk.format(nil, "%s", nil, bodies[i])
+  return prepared[i]
 end
 done = function(summary, latency, requests)
-  local errs = summary.errors
+  local e = summary.errors
   io.write(string.format(
-    "BENCHJSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"duration_us\\": %%d, "
-    .. "\\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
-    summary.requests, errs.connect + errs.read + errs.write + errs.status + errs.timeout,
-    summary.duration, latency:percentile(50), latency:percentile(99)))
+    "BENCHJSON {\"requests\": %%d, \"duration_us\": %%d, \"non2xx\": %%d, \"socket_errors\": %%d, "
+    .. "\"p50_us\": %%d, \"p90_us\": %%d, \"p99_us\": %%d, \"max_us\": %%d}\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
 end
 """
 
 
 def _lua_script(work: Workload) -> str:
-    bodies = ", ".join(json.dumps(b.decode()) for b in work.bodies)
-    return _LUA % (bodies, work.path)
+    return _LUA % {
+        "bodies": ", ".join(json.dumps(b.decode()) for b in work.bodies),
+        "path": json.dumps(work.path),
+        "headers": ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in work.headers),
+    }
 
 
 def _run_wrk(
@@ -338,42 +395,62 @@ def _run_wrk(
     duration_s: float,
     warmup_s: float,
     cores: frozenset[int] | None,
+    probe: Probe | None,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_lua_script(work))
         if warmup_s > 0:
-            _wrk_once(url, script, concurrency, warmup_s, cores)
-        out = _wrk_once(url, script, concurrency, duration_s, cores)
+            _wrk_once(url, script, concurrency, warmup_s, cores, None)
+        out = _wrk_once(url, script, concurrency, duration_s, cores, probe)
     seconds = out["duration_us"] / 1e6
+    failed = int(out["non2xx"] + out["socket_errors"])
+    ok = int(out["requests"] - out["non2xx"])
     return LoadResult(
         "wrk",
         concurrency,
         seconds,
-        int(out["requests"]),
-        int(out["errors"]),
-        out["requests"] / seconds,
+        ok,
+        failed,
+        ok / seconds,
         round(out["p50_us"] / 1000.0, 3),
         round(out["p99_us"] / 1000.0, 3),
     )
 
 
 def _wrk_once(
-    url: str, script: Path, concurrency: int, seconds: float, cores: frozenset[int] | None
+    url: str,
+    script: Path,
+    concurrency: int,
+    seconds: float,
+    cores: frozenset[int] | None,
+    probe: Probe | None,
 ) -> dict[str, float]:
-    threads = max(1, min(concurrency, len(cores) if cores else 1))
-    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
-    argv += ["--timeout", "10s", "-s", str(script), url]
-    proc = subprocess.run(
+    whole = max(1, round(seconds))
+    # One thread: wrk's event loop drives 64 connections on one core with room to spare.
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{whole}s", "--timeout", "10s"]
+    argv += ["-s", str(script), url]
+    started = time.monotonic()
+    with subprocess.Popen(
         argv,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds + 30,
-        check=True,
         preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
-    )
-    for line in proc.stdout.splitlines():
+    ) as proc:
+        if probe is not None:
+            # Sampled inside the window: when wrk closes its connections, a server may drop
+            # what was in flight (the service discards those database connections).
+            inset = min(0.5, 0.1 * whole)
+            time.sleep(inset)
+            probe.begin()
+            time.sleep(max(0.0, started + whole - inset - time.monotonic()))
+            probe.end()
+        stdout, stderr = proc.communicate(timeout=whole + 30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited {proc.returncode}: {stderr[-500:]}")
+    for line in stdout.splitlines():
         if line.startswith("BENCHJSON "):
             parsed: dict[str, float] = json.loads(line[len("BENCHJSON ") :])
             return parsed
-    raise RuntimeError(f"wrk printed no summary: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    raise RuntimeError(f"wrk printed no summary: {stdout[-500:]} {stderr[-500:]}")

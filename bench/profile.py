@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             group.wait_ready(server)
             cid = 0 if args.baseline else asyncio.run(_register(server.url, db))
-            case = fixtures.cases_for(db, (args.case,))[0]
+            case = fixtures.cases_for((args.case,))[0]
             work = load.Workload(QUERY_PATH.format(connection_id=cid), case.bodies)
             target = out / f"profile-{args.engine}-{args.case}.txt"
             spy = threading.Thread(target=_spy, args=(server.proc.pid, args.seconds, target))

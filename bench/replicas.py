@@ -99,7 +99,7 @@ async def _register(url: str, pool: int) -> dict[str, int]:
 def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
     subprocess.run(["bash", str(SCRIPT), "start"], check=True, timeout=120)
     asyncio.run(_fill_pair())
-    case = fixtures.cases_for(PRIMARY, ("point",))[0]
+    case = fixtures.cases_for(("point",))[0]
     cores = plan_cores()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dbpool-bench-replicas-") as tmp:
@@ -114,7 +114,7 @@ def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
                     result = load.run_load(
                         server.url, work, concurrency=c, duration_s=args.duration,
                         warmup_s=args.warmup, cores=cores.load, processes=2,
-                        use_wrk=load.wrk_available(),
+                        use_wrk=load.ensure_wrk(install=False) is None,
                     )
                     rows.append({"registration": name} | result.to_dict())
                     print(f"  {name:<18} c={c:<3} {result.rps:9.1f} rps  p50 {result.p50_ms} ms"

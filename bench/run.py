@@ -1,8 +1,11 @@
 """``python -m bench.run [--quick | --tiny] [--json out.json] [--no-service]``
 
-Starts ``dbpool serve`` and the baseline servers as real processes, drives each with the
-same load generator, then measures the extras (memory, pool-status and ``/metrics`` at
-scale, fail-fast with an open circuit, recovery) on a second, fresh service process.
+Starts ``dbpool serve`` (auth on), the raw-driver baselines and the hand-written SQLAlchemy
+service as real processes, drives each with the same load generator (wrk when it can run,
+installed when missing and root; else the Python fallback) and samples the CPU each spends
+per request, on the server and on the database side, then measures the extras (memory,
+pool-status and ``/metrics`` at scale, fail-fast with an open circuit, recovery) on a
+second, fresh service process.
 Every process is stopped on the way out, even on failure. Exit status 1 when any
 measurement failed (goals missed do not fail the run: they are reported).
 """
@@ -14,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import shlex
 import sys
 import tempfile
@@ -28,10 +32,11 @@ from typing import Any
 from bench import fixtures, load, report
 from bench.baselines import QUERY_PATH
 from bench.client import register
+from bench.cpu import CpuProbe
 from bench.faults import measure_fail_fast, measure_recovery
 from bench.procs import CorePlan, ProcessGroup, Server, free_port, plan_cores
 from bench.scale import ScaleSize, measure_scale
-from bench.service import baseline_argv, baseline_env, start_service
+from bench.service import baseline_argv, baseline_env, raise_id_floor, start_service
 
 __all__ = ["Mode", "main"]
 
@@ -68,7 +73,7 @@ MODES = {
         "quick",
         (1, 16, 64),
         ("select1", "point", "rows100"),
-        1.5,
+        1.0,  # wrk takes whole seconds: 1 s warm-up + 1 s window per measurement
         0.5,
         1,
         ("point", "rows100"),
@@ -79,8 +84,8 @@ MODES = {
         "tiny",
         (1, 4),
         ("point",),
-        0.3,
-        0.2,
+        0.3,  # wrk: 1 s, no warm-up
+        0.0,
         1,
         (),
         ScaleSize(20, 10, {"postgresql": 2, "mariadb": 2}, 20, 5),
@@ -96,10 +101,18 @@ class Run:
     group: ProcessGroup
     workdir: Path
     use_wrk: bool
+    generator: str  # what the output and the JSON say about the load generator
     engines: tuple[str, ...] = ("postgresql", "mariadb")
     constant: bool = True
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The service runs with auth on, like a deployment: every target gets the same header.
+    query_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (("Authorization", f"Bearer {self.query_key}"),)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -109,7 +122,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--tiny", action="store_true", help="seconds: CI smoke test only")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--no-service", action="store_true", help="baselines only")
-    parser.add_argument("--no-wrk", action="store_true", help="use the Python client")
+    parser.add_argument(
+        "--no-wrk", action="store_true", help="use the Python client (never installs wrk)"
+    )
     parser.add_argument("--engines", help="comma list: postgresql,mariadb (default both)")
     parser.add_argument("--cases", help="comma list: select1,point,rows100 (default: the mode's)")
     parser.add_argument("--concurrency", help="comma list of concurrencies (default: the mode's)")
@@ -140,11 +155,15 @@ def _measure(
     c: int,
     connection_id: int,
 ) -> None:
-    work = load.Workload(QUERY_PATH.format(connection_id=connection_id), case.bodies)
+    path = QUERY_PATH.format(connection_id=connection_id)
+    work = load.Workload(path, case.bodies, run.headers)
     row: dict[str, Any] = {"target": target, "engine": engine, "case": case.name, "concurrency": c}
+    db_port = {"postgresql": fixtures.PG.port, "mariadb": fixtures.MY.port}.get(engine)
     try:
-        results = [
-            load.run_load(
+        results = []
+        for _ in range(run.mode.repeat):
+            probe = CpuProbe(server.proc.pid, engine, db_port)
+            result = load.run_load(
                 server.url,
                 work,
                 concurrency=c,
@@ -153,21 +172,26 @@ def _measure(
                 cores=run.cores.load,
                 processes=run.mode.client_procs,
                 use_wrk=run.use_wrk,
+                probe=probe,
             )
-            for _ in range(run.mode.repeat)
-        ]
-        best = sorted(results, key=lambda r: r.rps)[len(results) // 2]  # the median run
-        row |= best.to_dict() | {"rps": round(best.rps, 1)}
+            results.append((result, probe.per_request(result.rps)))
+        results.sort(key=lambda pair: pair[0].rps)
+        best, cpu = results[len(results) // 2]  # the median run
+        row |= best.to_dict() | {"rps": round(best.rps, 1)} | cpu
         if run.mode.repeat > 1:
-            row["rps_runs"] = [round(r.rps, 1) for r in results]
+            row["rps_runs"] = [round(r.rps, 1) for r, _ in results]
+        failed = sum(r.errors for r, _ in results)
         if best.requests == 0:
             run.errors.append(f"{target} {engine} {case.name} c={c}: no successful request")
+        elif failed:
+            row["error"] = f"{failed} failed requests (non-2xx, socket errors or stalls)"
+            run.errors.append(f"{target} {engine} {case.name} c={c}: {row['error']}")
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         run.errors.append(f"{target} {engine} {case.name} c={c}: {row['error']}")
     run.rows.append(row)
     print(
-        f"  {target:<16} {engine:<10} {case.name:<8} c={c:<3} {row.get('rps', 'FAIL')}",
+        f"  {target:<22} {engine:<10} {case.name:<8} c={c:<3} {row.get('rps', 'FAIL')}",
         file=sys.stderr,
         flush=True,
     )
@@ -175,39 +199,46 @@ def _measure(
 
 def _start_servers(run: Run, with_service: bool) -> dict[str, Server]:
     servers: dict[str, Server] = {}
-    specs = [
-        ("constant", "constant_app", None),
-        ("baseline-postgresql", "asyncpg_app", fixtures.PG),
-        ("baseline-mariadb", "aiomysql_app", fixtures.MY),
-    ]
-    for name, module, db in specs:
+    specs: list[tuple[str, str, fixtures.DbTarget | None]] = [("constant", "constant_app", None)]
+    for db in (d for d in (fixtures.PG, fixtures.MY) if d.engine in run.engines):
+        raw = "asyncpg_app" if db is fixtures.PG else "aiomysql_app"
+        specs.append((f"baseline-{db.engine}", raw, db))
+        specs.append((f"sqlalchemy-{db.engine}", "sqlalchemy_app", db))
+    for name, module, target in specs:
         port = free_port()
         servers[name] = run.group.start(
-            name, baseline_argv(module, port), baseline_env(db, POOL_SIZE), port
+            name, baseline_argv(module, port), baseline_env(target, POOL_SIZE), port
         )
     if with_service:
-        servers["service"] = start_service(run.group, "service", run.workdir / "service")
-        if run.mode.asyncmy_cases:
+        auth = {"DBPOOL_API_KEY": run.query_key, "DBPOOL_ADMIN_API_KEY": run.admin_key}
+        servers["service"] = start_service(run.group, "service", run.workdir / "service", auth)
+        if run.mode.asyncmy_cases and "mariadb" in run.engines:
             servers["service-asyncmy"] = start_service(
                 run.group,
                 "service-asyncmy",
                 run.workdir / "service-asyncmy",
-                {"DBPOOL_MYSQL_DRIVER": "asyncmy"},
+                auth | {"DBPOOL_MYSQL_DRIVER": "asyncmy"},
             )
     for server in servers.values():
         run.group.wait_ready(server)
+    for name in ("service", "service-asyncmy"):
+        if name in servers:
+            raise_id_floor(run.workdir / name)
     return servers
 
 
-async def _register_all(servers: dict[str, Server]) -> dict[tuple[str, str], int]:
+async def _register_all(run: Run, servers: dict[str, Server]) -> dict[tuple[str, str], int]:
     import httpx
 
     ids: dict[tuple[str, str], int] = {}
+    admin = {"Authorization": f"Bearer {run.admin_key}"}
     for name in ("service", "service-asyncmy"):
         if name not in servers:
             continue
-        async with httpx.AsyncClient(base_url=servers[name].url, timeout=30.0) as http:
-            for db in (fixtures.PG, fixtures.MY):
+        async with httpx.AsyncClient(
+            base_url=servers[name].url, timeout=30.0, headers=admin
+        ) as http:
+            for db in (d for d in (fixtures.PG, fixtures.MY) if d.engine in run.engines):
                 if name == "service-asyncmy" and db is fixtures.PG:
                     continue
                 ids[(name, db.engine)] = await register(
@@ -218,23 +249,16 @@ async def _register_all(servers: dict[str, Server]) -> dict[tuple[str, str], int
 
 def _throughput(run: Run, servers: dict[str, Server], ids: dict[tuple[str, str], int]) -> None:
     top = max(run.mode.concurrency)
-    for case in fixtures.cases_for(fixtures.PG, run.mode.cases[:1] if run.constant else ()):
+    for case in fixtures.cases_for(run.mode.cases[:1] if run.constant else ()):
         constant = fixtures.Case("constant", case.bodies)
         for c in run.mode.concurrency:
             _measure(run, servers["constant"], "constant", "none", constant, c, 0)
     for db in (d for d in (fixtures.PG, fixtures.MY) if d.engine in run.engines):
-        for case in fixtures.cases_for(db, run.mode.cases):
+        for case in fixtures.cases_for(run.mode.cases):
             for c in run.mode.concurrency:
-                # Baseline and service back to back, so drift hits both alike.
-                _measure(
-                    run,
-                    servers[f"baseline-{db.engine}"],
-                    f"baseline-{db.engine}",
-                    db.engine,
-                    case,
-                    c,
-                    0,
-                )
+                # Baselines and service back to back, so drift hits them alike.
+                for name in (f"baseline-{db.engine}", f"sqlalchemy-{db.engine}"):
+                    _measure(run, servers[name], name, db.engine, case, c, 0)
                 for name in ("service", "service-asyncmy"):
                     if (name, db.engine) not in ids:
                         continue
@@ -259,6 +283,7 @@ def _extras(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         run.group.wait_ready(server)
+        raise_id_floor(run.workdir / "service-extras")
         for name, job in jobs.items():
             print(f"  extras: {name}", file=sys.stderr, flush=True)
             try:
@@ -297,7 +322,7 @@ def _meta(run: Run, argv: list[str]) -> dict[str, Any]:
         "warmup_s": run.mode.warmup_s,
         "repeat": run.mode.repeat,
         "pool_size": POOL_SIZE,
-        "load_generator": "wrk" if run.use_wrk else f"python x{run.mode.client_procs} processes",
+        "load_generator": run.generator,
         "pinning": run.cores.describe(),
         "platform": platform.platform(),
         "versions": versions,
@@ -306,6 +331,14 @@ def _meta(run: Run, argv: list[str]) -> dict[str, Any]:
 
 def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     mode = _narrowed(MODES["tiny" if args.tiny else "quick" if args.quick else "full"], args)
+    # The CI smoke run (tiny) uses wrk when present but never installs anything.
+    no_wrk = "--no-wrk given" if args.no_wrk else load.ensure_wrk(install=not args.tiny)
+    generator = (
+        "wrk -t1 (Lua POST script)"
+        if no_wrk is None
+        else f"python x{mode.client_procs} processes (fallback: {no_wrk})"
+    )
+    print(f"bench: load generator: {generator}", file=sys.stderr, flush=True)
     cores = plan_cores()
     if cores.load:
         # The bench itself (extras client, proxy, forked load workers) keeps off the servers' CPU.
@@ -318,7 +351,8 @@ def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             cores,
             ProcessGroup(workdir, cores.server),
             workdir,
-            use_wrk=load.wrk_available() and not args.no_wrk,
+            use_wrk=no_wrk is None,
+            generator=generator,
             engines=tuple(args.engines.split(",")) if args.engines else ("postgresql", "mariadb"),
             constant=not args.no_constant,
         )
@@ -326,7 +360,7 @@ def execute(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         try:
             fixtures.ensure_tables()
             servers = _start_servers(run, with_service=not args.no_service)
-            ids = asyncio.run(_register_all(servers))
+            ids = asyncio.run(_register_all(run, servers))
             _throughput(run, servers, ids)
             for name in list(servers):
                 run.group.stop(servers[name])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from cryptography.fernet import Fernet
 from bench.fixtures import DbTarget
 from bench.procs import ProcessGroup, Server, free_port
 
-__all__ = ["baseline_argv", "baseline_env", "start_service"]
+__all__ = ["baseline_argv", "baseline_env", "raise_id_floor", "start_service"]
 
 
 def _dbpool_script() -> str:
@@ -48,6 +51,22 @@ def start_service(
     return group.start(name, [_dbpool_script(), "serve"], env, port)
 
 
+def raise_id_floor(workdir: Path) -> None:
+    """Registrations in the (migrated, running) service of ``workdir`` get ids from a random
+    floor up. Its pools are named ``dbpool:<id>`` on PostgreSQL, where tests on the shared
+    server count and terminate backends by that name: a low id is everyone's."""
+    # SQLite hands out max(id) + 1: an inactive placeholder row sets the floor (the tests
+    # use 100000-899999, tests/support/api.py).
+    with contextlib.closing(sqlite3.connect(workdir / "reg.sqlite3")) as conn:
+        conn.execute(
+            "INSERT INTO external_db_connections (id, name, db_type, host, port, database,"
+            " username, password_encrypted, is_active) VALUES"
+            " (?, 'bench-id-floor', 'postgresql', '127.0.0.1', 5432, 'x', 'x', 'x', 0)",
+            (random.randint(900_000, 999_999),),
+        )
+        conn.commit()
+
+
 def baseline_argv(module: str, port: int) -> list[str]:
     """uvicorn with uvloop + httptools, one worker, no access log — like ``dbpool serve``."""
     return [
@@ -76,6 +95,7 @@ def baseline_env(db: DbTarget | None, pool_size: int) -> dict[str, str]:
     env = _clean_env() | {"BENCH_POOL_SIZE": str(pool_size)}
     if db is not None:
         env |= {
+            "BENCH_DB_ENGINE": db.engine,
             "BENCH_DB_HOST": db.host,
             "BENCH_DB_PORT": str(db.port),
             "BENCH_DB_DATABASE": db.database,

@@ -11,14 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from bench.baselines import QUERY_PATH, db_env
+from bench.baselines import QUERY_PATH, db_env, to_driver
 
 __all__ = ["create_app"]
 
 
 class QueryIn(BaseModel):
     sql: str
-    params: list[Any] = []
+    params: dict[str, Any] = {}
 
 
 def create_app() -> FastAPI:
@@ -55,7 +55,8 @@ def create_app() -> FastAPI:
             request.app.state.pool.acquire() as conn,
             conn.cursor(aiomysql.DictCursor) as cur,
         ):
-            await cur.execute(body.sql, body.params or None)
+            sql, args = to_driver(body.sql, body.params, "pyformat")
+            await cur.execute(sql, args or None)
             rows = await cur.fetchall()
             columns = [d[0] for d in cur.description or ()]
         data = {"columns": columns, "rows": list(rows), "rowCount": len(rows)}

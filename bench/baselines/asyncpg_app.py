@@ -11,14 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from bench.baselines import QUERY_PATH, db_env
+from bench.baselines import QUERY_PATH, db_env, to_driver
 
 __all__ = ["create_app"]
 
 
 class QueryIn(BaseModel):
     sql: str
-    params: list[Any] = []
+    params: dict[str, Any] = {}
 
 
 def create_app() -> FastAPI:
@@ -35,6 +35,7 @@ def create_app() -> FastAPI:
             password=cfg.password,
             min_size=cfg.pool_size,
             max_size=cfg.pool_size,
+            server_settings={"application_name": "bench-asyncpg"},
         )
         try:
             yield
@@ -49,8 +50,9 @@ def create_app() -> FastAPI:
 
     @app.post(QUERY_PATH)
     async def query(connection_id: int, body: QueryIn, request: Request) -> JSONResponse:
+        sql, args = to_driver(body.sql, body.params, "numeric")
         async with request.app.state.pool.acquire() as conn:
-            records = await conn.fetch(body.sql, *body.params)
+            records = await conn.fetch(sql, *args)
         columns = list(records[0].keys()) if records else []
         rows = [dict(r) for r in records]
         data = {"columns": columns, "rows": rows, "rowCount": len(rows)}

@@ -17,7 +17,7 @@ _CONSTANT = {"success": True, "data": {"columns": ["x"], "rows": [{"x": 1}], "ro
 
 class QueryIn(BaseModel):
     sql: str
-    params: list[Any] = []
+    params: dict[str, Any] = {}
 
 
 def create_app() -> FastAPI:

@@ -16,7 +16,14 @@ import pytest
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = {"constant", "baseline-postgresql", "baseline-mariadb", "service"}
+TARGETS = {
+    "constant",
+    "baseline-postgresql",
+    "baseline-mariadb",
+    "sqlalchemy-postgresql",
+    "sqlalchemy-mariadb",
+    "service",
+}
 ROW_KEYS = {"target", "engine", "case", "concurrency", "rps", "p50_ms", "p99_ms", "errors"}
 
 
@@ -40,6 +47,7 @@ def test_exits_zero_and_writes_json(tiny_run: tuple[int, str, dict[str, Any]]) -
     assert set(result) == {"meta", "throughput", "ratios", "extras", "goals", "errors"}
     assert result["errors"] == []
     assert result["meta"]["mode"] == "tiny"
+    assert result["meta"]["load_generator"].startswith(("wrk", "python"))
 
 
 def test_every_target_measured_at_tiny_concurrency(
@@ -51,6 +59,9 @@ def test_every_target_measured_at_tiny_concurrency(
     for row in rows:
         assert set(row) >= ROW_KEYS, row
         assert row["requests"] > 0, row
+        assert "server_cpu_us" in row, row
+        if row["target"] != "constant":
+            assert "db_cpu_us" in row and "db_cpu_scope" in row, row
     engines = {(r["target"], r["engine"]) for r in rows if r["target"] == "service"}
     assert engines == {("service", "postgresql"), ("service", "mariadb")}
 
@@ -62,6 +73,8 @@ def test_ratios_and_goals_present(tiny_run: tuple[int, str, dict[str, Any]]) -> 
     }  # fmt: skip
     for ratio in result["ratios"]:
         assert ratio["rps_ratio"] is not None and ratio["p99_ratio"] is not None
+        assert ratio["rps_ratio_sqlalchemy"] is not None, ratio
+        assert ratio["p99_ratio_sqlalchemy"] is not None, ratio
     names = " | ".join(g["goal"] for g in result["goals"])
     for word in ("pool-status", "/metrics", "memory", "circuit open", "database back"):
         assert word in names
