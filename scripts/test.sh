@@ -45,4 +45,19 @@ if [ "$status" -eq 5 ]; then
     echo "FAILED: pytest collected no tests" >&2
     exit 1
 fi
+
+# The whole suite also runs the query and session-hygiene tests with every driver adapter
+# forced onto its public-API path (app/pools/drivers: what runs when a driver release drops
+# a private attribute).
+if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
+    echo "== pytest, drivers on their public-API path (DBPOOL_DRIVER_FALLBACK=1)"
+    set +e
+    DBPOOL_DRIVER_FALLBACK=1 "$VENV/bin/python" -m pytest -q \
+        tests/integration/test_query_api.py tests/integration/test_pool_session.py \
+        tests/integration/test_sql_lanes.py tests/integration/test_query_encoding.py \
+        tests/faults/test_query_timeouts.py
+    status=$?
+    set -e
+    echo "== pytest (public-API path) exit $status"
+fi
 exit "$status"

@@ -28,10 +28,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from pymysql.constants import ER
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig, DbType
+from app.pools.drivers import adapter_of
 from app.pools.gate import FairGate
 
 __all__ = ["Canceller", "backend_id"]
@@ -44,11 +44,8 @@ _GONE_POLL = 0.02
 def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
     """The server's id for this connection: PostgreSQL backend pid, MySQL thread id."""
     try:
-        if db_type is DbType.POSTGRESQL:
-            return int(driver_connection.get_server_pid())
-        thread_id = driver_connection.server_thread_id
-        return int(thread_id[0] if isinstance(thread_id, tuple) else thread_id)
-    except Exception:  # a driver without the attribute: the server-side limit still holds
+        return adapter_of(driver_connection).server_id(driver_connection)
+    except Exception:  # a driver without it: the server-side limit still holds
         return None
 
 
@@ -144,26 +141,12 @@ async def _kill_query(driver: Any, thread: int) -> bool:
     """``KILL QUERY``; False when the thread has already ended ("Unknown thread id": the
     driver closes a connection whose read was cancelled, and the server ends its thread as
     soon as the statement stops)."""
-    try:
-        await _execute(driver, f"KILL QUERY {int(thread)}")
-    except Exception as exc:  # aiomysql's and asyncmy's own OperationalError
-        if exc.args[:1] == (ER.NO_SUCH_THREAD,):
-            return False
-        raise
-    return True
+    return await adapter_of(driver).cancel(driver, thread)
 
 
 async def _cursor(driver: Any) -> Any:
     cursor = driver.cursor()
     return await cursor if inspect.isawaitable(cursor) else cursor  # aiomysql | asyncmy
-
-
-async def _execute(driver: Any, sql: str) -> None:
-    cursor = await _cursor(driver)
-    try:
-        await cursor.execute(sql)
-    finally:
-        await _close(cursor)
 
 
 async def _fetch_one(driver: Any, sql: str) -> Any:

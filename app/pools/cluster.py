@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain import ConnectionConfig
 from app.errors import DbAuthFailed, DbUnavailable
 from app.pools.managed_pool import ManagedPool
-from app.pools.metrics import PoolMetrics
+from app.pools.recorder import NOP, MetricsRecorder
 from app.pools.roles import NodeRole, RoleReport, probe_role
 from app.pools.stats import NodeSnapshot, PoolSnapshot, cluster_snapshot
 from app.settings import Settings
@@ -81,7 +81,7 @@ class PoolCluster:
         *,
         clock: Callable[[], float] = time.monotonic,
         recreations: int = 0,
-        metrics: PoolMetrics | None = None,
+        metrics: MetricsRecorder = NOP,
         on_refused: Callable[[PoolCluster], None] | None = None,
         tracing: Tracing = NO_TRACING,
     ) -> None:

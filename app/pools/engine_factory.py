@@ -22,6 +22,7 @@ from sqlalchemy.util import await_only
 from app.domain import ConnectionConfig, DbType
 from app.errors import HostNotAllowed
 from app.pools.allowlist import Resolve, checked_address, system_resolve
+from app.pools.drivers import adapter_for
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.session_reset import attach_session_events
 from app.pools.tls import mysql_ssl, pg_ssl
@@ -119,9 +120,16 @@ def build_engine(
 
     ``on_refused`` hears of a new connection the allowlist refused (the pool then goes);
     ``resolve`` is the name resolver the allowlist uses (the system's)."""
+    args = connect_args(config)
+    # Checks the driver's private surface now (once per process); one warning if missing.
+    fast = adapter_for(config.db_type, settings.mysql_driver).fast
+    if not fast and "statement_cache_size" in args:
+        # The public path cannot clear SQLAlchemy's statement cache after a caller's
+        # DEALLOCATE ALL: keep none.
+        args["prepared_statement_cache_size"] = 0
     engine = create_async_engine(
         engine_url(config, settings),
-        connect_args=connect_args(config),
+        connect_args=args,
         poolclass=TrimmableQueuePool,
         pool_size=config.max_connections,
         max_overflow=0,
@@ -137,6 +145,9 @@ def build_engine(
         pool_logging_name=config.pool_name,
         logging_name=config.pool_name,
     )
+    pool = engine.pool
+    assert isinstance(pool, TrimmableQueuePool)
+    pool.check_surface()
     attach_session_events(engine, config)
     _check_allowlist(engine, config, settings, on_refused, resolve)
     _translate_errors(engine, config)
@@ -156,6 +167,9 @@ def build_side_engine(
         hide_parameters=True,
         logging_name=f"{config.pool_name}/side",
     )
+    pool = engine.pool
+    assert isinstance(pool, TrimmableQueuePool)
+    pool.check_surface()
     attach_session_events(engine, config)
     _check_allowlist(engine, config, settings, None, resolve)
     return engine

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from app.domain import ConnectionConfig
 from app.errors import DbPoolError
+from app.pools.recorder import NOP
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
 
@@ -92,7 +93,7 @@ class Housekeeper:
         settings: Settings,
         *,
         period: float | None = None,
-        metrics: PruningMetrics | None = None,
+        metrics: PruningMetrics = NOP,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -183,8 +184,7 @@ class Housekeeper:
                 continue
             cid = snap.connection_id
             await self._manager.evict(cid)
-            if self._metrics is not None:
-                self._metrics.count_eviction(pool.config)
+            self._metrics.count_eviction(pool.config)
             idle = round(snap.idle_seconds)
             log.info("idle pool evicted", extra={"connection_id": cid, "idle_seconds": idle})
 
@@ -232,8 +232,6 @@ class Housekeeper:
         return max(0.5, min(pool.config.connection_timeout, self._period, MAX_CHECK_SECONDS))
 
     def _prune_metrics(self) -> None:
-        if self._metrics is None:
-            return
         try:  # drops the series of pools that went away by any route (evicted, deleted, ...)
             self._metrics.retain({pool.config.id for pool in self._manager.pools()})
         except Exception:

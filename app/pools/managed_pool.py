@@ -32,9 +32,9 @@ from app.pools.cancel import Canceller
 from app.pools.engine_factory import build_engine, build_side_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
-from app.pools.metrics import PoolMetrics
 from app.pools.probe import Prober
 from app.pools.queue_pool import TrimmableQueuePool
+from app.pools.recorder import NOP, MetricsRecorder
 from app.pools.session_reset import hygiene_timeout
 from app.pools.stale import SentNothing
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
@@ -61,7 +61,7 @@ class ManagedPool:
         *,
         clock: Callable[[], float] = time.monotonic,
         recreations: int = 0,
-        metrics: PoolMetrics | None = None,
+        metrics: MetricsRecorder = NOP,
         on_refused: Callable[[ManagedPool], None] | None = None,
         resolve: Resolve = system_resolve,
         tracing: Tracing = NO_TRACING,
@@ -191,8 +191,7 @@ class ManagedPool:
 
     async def _give_back(self, conn: AsyncConnection, lent: float) -> None:
         await self._release(conn)
-        if self._metrics is not None:
-            self._metrics.observe_use(self.config, self._clock() - lent)
+        self._metrics.observe_use(self.config, self._clock() - lent)
 
     async def _admit(self) -> None:
         try:
@@ -285,12 +284,10 @@ class ManagedPool:
         self._acquisitions += 1
         self._acquire_seconds += waited
         self.touch()
-        if self._metrics is not None:
-            self._metrics.observe_wait(self.config, waited)
+        self._metrics.observe_wait(self.config, waited)
 
     def _observe_create(self, seconds: float) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_create(self.config, seconds)
+        self._metrics.observe_create(self.config, seconds)
 
     async def _release(self, conn: AsyncConnection) -> None:
         # Always in a task the caller's cancel cannot interrupt: a client that hangs up just
@@ -321,13 +318,11 @@ class ManagedPool:
     def record_query_error(self, code: str) -> None:
         """Count a failed statement (the query path reports it; never a connect failure)."""
         self._query_errors += 1
-        if self._metrics is not None:
-            self._metrics.count_query_error(self.config, code)
+        self._metrics.count_query_error(self.config, code)
 
     def record_query(self, seconds: float) -> None:
         """Observe how long one query or transaction took (the query path reports it)."""
-        if self._metrics is not None:
-            self._metrics.observe_query(self.config, seconds)
+        self._metrics.observe_query(self.config, seconds)
 
     def mark_degraded(self, last_check_at: datetime | None) -> None:
         """Start as ``degraded``: this pool replaces one whose health check failed."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from app.domain import ConfigResolver, ConnectionConfig
 from app.pools.cluster import PoolCluster
 from app.pools.managed_pool import ManagedPool
-from app.pools.metrics import PoolMetrics
+from app.pools.recorder import NOP, MetricsRecorder
 from app.pools.stats import PoolSnapshot
 from app.settings import Settings
 from app.tracing import NO_TRACING, Tracing
@@ -41,7 +41,7 @@ class PoolManager:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
-        metrics: PoolMetrics | None = None,
+        metrics: MetricsRecorder = NOP,
         tracing: Tracing = NO_TRACING,
     ) -> None:
         self._resolver = resolver
@@ -137,8 +137,7 @@ class PoolManager:
             new = self._new_pool(old.config, recreations=old.recreations + 1)
             new.mark_degraded(old.snapshot().last_health_check_at)
             self._pools[connection_id] = new
-        if self._metrics is not None:
-            self._metrics.count_recreation(old.config)
+        self._metrics.count_recreation(old.config)
         log.warning("unhealthy pool rebuilt", extra={"connection_id": connection_id,
                                                      "recreations": new.recreations})
         self._close_later(old, grace=_in_flight_bound(old))
@@ -196,8 +195,7 @@ class PoolManager:
         )
 
     def _forget_metrics(self, connection_id: int) -> None:
-        if self._metrics is not None:
-            self._metrics.forget(connection_id)
+        self._metrics.forget(connection_id)
 
     def _close_later(self, pool: AnyPool, *, grace: float) -> None:
         task = asyncio.create_task(pool.aclose(grace))

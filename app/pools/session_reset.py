@@ -18,6 +18,11 @@
   MySQL/MariaDB: ``COM_RESET_CONNECTION``, ``COM_INIT_DB`` (a ``USE`` survives the reset)
   and the session ``SET``s, pipelined in one write. A failed or slow reset raises, and
   SQLAlchemy then invalidates the connection: it is discarded, never returned dirty.
+  A driver whose private surface is missing (``app.pools.drivers``) cannot reset a MySQL
+  session: the connection is then invalidated on return and the next checkout opens a
+  fresh one.
+
+The driver calls themselves go through the driver's adapter (``app.pools.drivers``).
 
 Every network wait here runs under ``asyncio.timeout``.
 """
@@ -25,10 +30,8 @@ Every network wait here runs under ``asyncio.timeout``.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -37,6 +40,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from app.domain import ConnectionConfig
+from app.pools.drivers import PG, MySqlAdapter, adapter_of
+from app.pools.drivers.mysql_wire import (
+    COM_INIT_DB,
+    COM_QUERY,
+    COM_RESET_CONNECTION,
+    COM_SET_OPTION,
+    Pipeline,
+)
 
 __all__ = [
     "VALIDATE_AFTER",
@@ -50,13 +61,7 @@ __all__ = [
 VALIDATE_AFTER = 0.5  # seconds without a sign of life before a checkout pings
 _ALIVE_AT = "dbpool_alive_at"  # record.info: monotonic time of the last proof of life
 _MARIADB = "dbpool_mariadb"
-_COM_INIT_DB = 0x02
-_COM_QUERY = 0x03
-_COM_SET_OPTION = 0x1B
-_COM_RESET_CONNECTION = 0x1F
 _MULTI_STATEMENTS_OFF = b"\x01\x00"
-_OK = 0x00
-_EOF = 0xFE
 
 # DISCARD ALL minus DEALLOCATE ALL and DISCARD PLANS; the last statement's tag says whether
 # a SQL-level prepared statement exists ("SELECT 1") and needs a second trip.
@@ -76,20 +81,7 @@ def hygiene_timeout(config: ConnectionConfig) -> float:
 def driver_closed(driver: Any) -> bool:
     """True when a driver connection's socket is known dead (no round trip): closed by us,
     or the server dropped it (``wait_timeout``, a kill, a restart) and the loop saw it."""
-    if driver is None:
-        return True
-    is_closed = getattr(driver, "is_closed", None)  # asyncpg
-    if callable(is_closed):
-        return bool(is_closed())
-    if hasattr(driver, "_writer"):  # aiomysql keeps a StreamWriter / StreamReader
-        writer = driver._writer
-        if writer is None or writer.transport.is_closing():
-            return True
-        return bool(getattr(driver._reader, "_eof", False))
-    transport = getattr(driver, "_transport", None)  # asyncmy: a protocol of its own
-    if transport is None or transport.is_closing() or not getattr(driver, "_connected", False):
-        return True
-    return bool(getattr(getattr(driver, "_proto", None), "eof", False))
+    return driver is None or adapter_of(driver).is_closed(driver)
 
 
 def peer_closed(record: ConnectionPoolEntry) -> bool:
@@ -123,14 +115,15 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     mysql = config.db_type.is_mysql_family
     # Built once per engine, by flavour (known once connected): the reset runs on every return.
     setups = {
-        flavour: _Pipeline.of(_mysql_connect_commands(flavour, config)) for flavour in (True, False)
+        flavour: Pipeline.of(_mysql_connect_commands(flavour, config)) for flavour in (True, False)
     }
     resets = {
-        flavour: _Pipeline.of(_mysql_reset_commands(flavour, config)) for flavour in (True, False)
+        flavour: Pipeline.of(_mysql_reset_commands(flavour, config)) for flavour in (True, False)
     }
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        adapter_of(dbapi_conn.driver_connection).confirm(dbapi_conn.driver_connection)
         if mysql:
             _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, setups), timeout)
         record.info[_ALIVE_AT] = time.monotonic()
@@ -153,7 +146,11 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
         if state.terminate_only or not state.asyncio_safe:
             return  # SQLAlchemy is about to terminate it; nothing to clean
         if mysql:
-            _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, resets), timeout)
+            outcome: list[bool] = []
+            _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, resets, outcome), timeout)
+            if not all(outcome):
+                record.invalidate()  # the driver cannot reset it: closed, reopened lazily
+                return
         else:
             dbapi_conn.rollback()  # the adapter's own transaction, if any
             _run(dbapi_conn, _pg_reset, timeout)
@@ -184,23 +181,24 @@ def _guarded(dbapi_conn: Any, fn: Callable[[Any], Awaitable[None]], timeout: flo
 
 
 async def _pg_ping(raw: Any) -> None:
-    await raw.execute("SELECT 1")
+    await PG.ping(raw)
 
 
 async def _pg_reset(raw: Any) -> None:
-    if raw.is_in_transaction():  # a BEGIN sent as plain SQL, or a failed transaction
-        await raw.execute("ROLLBACK")
-    if await raw.execute(_PG_RESET) == "SELECT 1":
-        for record in await raw.fetch(_PG_SQL_PREPARED):
-            name = str(record[0]).replace('"', '""')
-            await raw.execute(f'DEALLOCATE "{name}"')
+    await PG.reset(raw, (_PG_RESET, _PG_SQL_PREPARED))
 
 
 # ---- MySQL / MariaDB -----------------------------------------------------------------
 
 
+def _mysql(raw: Any) -> MySqlAdapter:
+    adapter = adapter_of(raw)
+    assert isinstance(adapter, MySqlAdapter)
+    return adapter
+
+
 async def _mysql_ping(raw: Any) -> None:
-    await raw.ping(False)
+    await _mysql(raw).ping(raw)
 
 
 def _is_mariadb(raw: Any) -> bool:
@@ -217,114 +215,35 @@ def _mysql_settings(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, 
         read_only=config.read_only,
         also=("NAMES utf8mb4", "autocommit = 1"),
     )
-    return [(_COM_QUERY, sql.encode()) for sql in statements]
+    return [(COM_QUERY, sql.encode()) for sql in statements]
 
 
 def _mysql_connect_commands(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, bytes]]:
     # Multi-statements stay off for the connection's life: COM_RESET_CONNECTION keeps the
     # option (tests/integration/test_sql_lanes.py checks it after a reset).
-    return [(_COM_SET_OPTION, _MULTI_STATEMENTS_OFF), *_mysql_settings(mariadb, config)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pipeline:
-    """Commands sent in one write (``rest`` already framed), their OK packets read in order."""
-
-    first: tuple[int, bytes]
-    rest: bytes
-    whole: bytes
-    count: int
-
-    @classmethod
-    def of(cls, commands: list[tuple[int, bytes]]) -> _Pipeline:
-        first, *rest = commands
-        tail = b"".join(_packet(c, payload) for c, payload in rest)
-        return cls(first, tail, _packet(*first) + tail, len(commands))
-
-
-def _settled(raw: Any) -> bool:
-    """The driver has nothing left to read from its last statement (else its own send
-    must settle that first). Unknown internals count as unsettled."""
-    result = getattr(raw, "_result", False)
-    if result is None:
-        return True
-    return (
-        result is not False
-        and not getattr(result, "unbuffered_active", True)
-        and not getattr(result, "has_next", True)
-        and getattr(raw, "_writer", None) is not None
-    )
+    return [(COM_SET_OPTION, _MULTI_STATEMENTS_OFF), *_mysql_settings(mariadb, config)]
 
 
 def _mysql_reset_commands(mariadb: bool, config: ConnectionConfig) -> list[tuple[int, bytes]]:
-    commands = [(_COM_RESET_CONNECTION, b"")]
+    commands = [(COM_RESET_CONNECTION, b"")]
     if config.database:  # the reset keeps the current schema: undo a USE
-        commands.append((_COM_INIT_DB, config.database.encode()))
+        commands.append((COM_INIT_DB, config.database.encode()))
     # The reset restored the global charset and autocommit too: put ours back.
     return commands + _mysql_settings(mariadb, config)
 
 
 async def _mysql_setup(
-    raw: Any, record: ConnectionPoolEntry, setups: dict[bool, _Pipeline]
+    raw: Any, record: ConnectionPoolEntry, setups: dict[bool, Pipeline]
 ) -> None:
     mariadb = _is_mariadb(raw)
     record.info[_MARIADB] = mariadb
-    await _pipelined(raw, setups[mariadb])
+    await _mysql(raw).setup(raw, setups[mariadb])
 
 
 async def _mysql_reset(
-    raw: Any, record: ConnectionPoolEntry, resets: dict[bool, _Pipeline]
+    raw: Any, record: ConnectionPoolEntry, resets: dict[bool, Pipeline], outcome: list[bool]
 ) -> None:
     mariadb = record.info.get(_MARIADB)
     if mariadb is None:  # set up before this process knew the flavour: ask once
         mariadb = record.info[_MARIADB] = _is_mariadb(raw)
-    await _pipelined(raw, resets[mariadb])
-
-
-async def _pipelined(raw: Any, pipeline: _Pipeline) -> None:
-    """Send every command in one write, then read each one's OK packet: one round trip.
-
-    The server reads commands one after another from the socket, so their answers come back
-    in order. Commands after a failing one are still answered, but the connection is then
-    out of step and the caller's error makes SQLAlchemy discard it.
-    """
-    if _settled(raw):
-        raw._result = None  # what the driver's own send does first
-        raw._write_bytes(pipeline.whole)  # one write, one system call
-    else:
-        # The driver's own send: it settles an unfinished result before writing.
-        await raw._execute_command(*pipeline.first)
-        if pipeline.rest:
-            raw._write_bytes(pipeline.rest)
-    for _ in range(pipeline.count):
-        await _read_ok(raw)
-
-
-async def _read_ok(raw: Any) -> None:
-    """Read one answer that must be an OK packet (an EOF packet for ``COM_SET_OPTION``),
-    and keep the driver's status flags.
-
-    Leaner than the driver's own reader (no packet objects), which the reset pays three
-    times on every return; the next command resets the driver's sequence counter.
-    """
-    header = await raw._read_bytes(4)
-    body = await raw._read_bytes(header[0] | header[1] << 8 | header[2] << 16)
-    if body[:1] == bytes([_EOF]) and len(body) < 9:  # EOF: warnings (2 bytes), status
-        raw.server_status = body[3] | body[4] << 8
-        return
-    if not body or body[0] != _OK:
-        errno = int.from_bytes(body[1:3], "little") if body[:1] == b"\xff" else 0
-        raise ConnectionError(f"session reset refused by the server (errno {errno})")
-    at = _skip_lenenc(body, _skip_lenenc(body, 1))  # affected rows, last insert id
-    raw.server_status = body[at] | body[at + 1] << 8
-
-
-def _skip_lenenc(data: bytes, at: int) -> int:
-    """The offset after the length-encoded integer at ``at``."""
-    first = data[at]
-    return at + {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1)
-
-
-def _packet(command: int, payload: bytes) -> bytes:
-    """One client command packet: 3-byte length, sequence id 0, command byte, payload."""
-    return struct.pack("<I", len(payload) + 1)[:3] + b"\x00" + bytes([command]) + payload
+    outcome.append(await _mysql(raw).reset(raw, resets[mariadb]))

@@ -1,0 +1,193 @@
+"""aiomysql and asyncmy: the one module that touches their (and PyMySQL's) private API.
+
+Fast path: liveness read from the driver's transport and reader; the session's
+``NO_BACKSLASH_ESCAPES`` from the status flags of its last answer (``server_status``);
+set-up and reset pipelined on the driver's private I/O (``mysql_wire``).
+
+Public path: liveness from ``closed`` / ``connected`` (a close by the server is then seen
+by the checkout ping instead); ``SELECT @@SESSION.sql_mode`` before each statement; the
+set-up's ``SET`` statements through a cursor (multi-statements stay off: the client never
+asks for them at connect); and no reset: a returned connection is discarded, so the next
+request gets a fresh session (correct, a connect slower).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiomysql
+import aiomysql.connection
+import pymysql
+from pymysql.constants import ER
+
+from app.pools.drivers.base import Fetched, Surface, confirm_surface, surface_present
+from app.pools.drivers.mysql_wire import Pipeline, send_pipelined
+
+__all__ = ["AiomysqlAdapter", "AsyncmyAdapter", "MySqlAdapter"]
+
+_JSON = 245
+_NO_BACKSLASH_ESCAPES = 0x200  # server_status flag: the session's sql_mode has it
+_WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_status")
+
+
+class MySqlAdapter:
+    """What aiomysql and asyncmy share; a subclass names the driver's own parts."""
+
+    name = "mysql"
+
+    def _surface(self) -> Surface:
+        raise NotImplementedError
+
+    def _live_surface(self, driver: Any) -> Surface:
+        return ((driver, _WIRE),)
+
+    @property
+    def fast(self) -> bool:
+        return surface_present(self.name, self._surface)
+
+    def confirm(self, driver: Any) -> None:
+        confirm_surface(self.name, self._live_surface(driver))
+
+    def is_closed(self, driver: Any) -> bool:
+        raise NotImplementedError
+
+    def server_id(self, driver: Any) -> int:
+        return int(driver.thread_id())
+
+    async def backslash_escapes(self, driver: Any) -> bool:
+        if self.fast:
+            return not (driver.server_status or 0) & _NO_BACKSLASH_ESCAPES
+        cursor = await self.cursor(driver)
+        await cursor.execute("SELECT @@SESSION.sql_mode")
+        (mode,) = await cursor.fetchone()
+        await cursor.close()
+        return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
+
+    async def cursor(self, driver: Any) -> Any:
+        """An unbuffered (server-side) cursor: rows are read only as far as fetched."""
+        raise NotImplementedError
+
+    async def run(self, driver: Any, sql: str, args: Any) -> Any:
+        """Execute on an unbuffered cursor and hand it back, rows unread."""
+        cursor = await self.cursor(driver)
+        await cursor.execute(sql, args)
+        return cursor
+
+    def json_columns(self, description: Any) -> frozenset[int]:
+        """The JSON columns of a cursor's ``description``."""
+        return frozenset(i for i, d in enumerate(description) if d[1] == _JSON)
+
+    async def fetch(self, driver: Any, sql: str, args: Any, *, limit: int,
+                    drain: bool = False) -> Fetched:
+        """At most ``limit`` rows; when there may be more, they stay unread on the wire
+        (``unread``: the connection must be discarded), unless ``drain`` (read, dropped)."""
+        cursor = await self.run(driver, sql, args)
+        if cursor.description is None:
+            count = cursor.rowcount
+            await cursor.close()
+            return Fetched(columns=None, rows=[], json_columns=frozenset(),
+                           affected=max(count, 0))
+        rows = list(await cursor.fetchmany(limit))
+        description = cursor.description
+        unread = len(rows) >= limit and not drain
+        if not unread:
+            await cursor.close()
+        return Fetched(columns=[d[0] for d in description], rows=rows, unread=unread,
+                       json_columns=self.json_columns(description))
+
+    async def execute(self, driver: Any, sql: str) -> None:
+        cursor = await self.cursor(driver)
+        await cursor.execute(sql)
+        await cursor.close()
+
+    async def ping(self, driver: Any) -> None:
+        await driver.ping(False)
+
+    async def setup(self, driver: Any, plan: Pipeline) -> None:
+        """Give a new session its options and settings."""
+        if self.fast:
+            await send_pipelined(driver, plan)
+            return
+        for sql in plan.sql:
+            await self.execute(driver, sql)
+
+    async def reset(self, driver: Any, plan: Pipeline) -> bool:
+        if not self.fast:
+            return False  # no public reset command: the connection is discarded
+        await send_pipelined(driver, plan)
+        return True
+
+    def refused_before_send(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    async def cancel(self, via: Any, server_id: int) -> bool:
+        try:
+            await self.execute(via, f"KILL QUERY {int(server_id)}")
+        except Exception as exc:  # aiomysql's and asyncmy's own OperationalError
+            if exc.args[:1] == (ER.NO_SUCH_THREAD,):
+                return False  # the session, and its statement with it, has already ended
+            raise
+        return True
+
+
+class AiomysqlAdapter(MySqlAdapter):
+    """aiomysql (on PyMySQL)."""
+
+    name = "aiomysql"
+
+    def _surface(self) -> Surface:
+        return ((aiomysql.connection.Connection, ("_write_bytes", "_read_bytes",
+                                                  "_execute_command")),)
+
+    def _live_surface(self, driver: Any) -> Surface:
+        reader = getattr(driver, "_reader", None)
+        return ((driver, (*_WIRE, "_writer", "_reader")), (reader, ("_eof",)))
+
+    def is_closed(self, driver: Any) -> bool:
+        if driver is None or driver.closed:
+            return True
+        if not self.fast:
+            return False
+        if driver._writer.transport.is_closing():
+            return True
+        return bool(driver._reader._eof)
+
+    async def cursor(self, driver: Any) -> Any:
+        return await driver.cursor(aiomysql.SSCursor)
+
+    def refused_before_send(self, exc: BaseException) -> bool:
+        # "Not connected", from the driver's alive-check before writing.
+        return isinstance(exc, pymysql.err.InterfaceError)
+
+
+class AsyncmyAdapter(MySqlAdapter):
+    """asyncmy (a protocol of its own, compiled)."""
+
+    name = "asyncmy"
+
+    def _surface(self) -> Surface:
+        try:
+            from asyncmy.connection import Connection
+        except ImportError:  # moved, or the optional driver is not installed
+            return ((None, ("asyncmy.connection.Connection",)),)
+        return ((Connection, ("_transport", "_connected", "_proto", *_WIRE)),)
+
+    def is_closed(self, driver: Any) -> bool:
+        if driver is None or not driver.connected:
+            return True
+        if not self.fast:
+            return False
+        transport = driver._transport
+        if transport is None or transport.is_closing() or not driver._connected:
+            return True
+        return bool(getattr(driver._proto, "eof", False))
+
+    async def cursor(self, driver: Any) -> Any:
+        from asyncmy.cursors import SSCursor
+
+        return driver.cursor(SSCursor)
+
+    def refused_before_send(self, exc: BaseException) -> bool:
+        from asyncmy.errors import InterfaceError
+
+        return isinstance(exc, InterfaceError)

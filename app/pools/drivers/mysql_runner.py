@@ -1,0 +1,138 @@
+"""Running a request's statements on aiomysql or asyncmy (through a ``MySqlAdapter``).
+
+Sessions run in autocommit; an unbuffered (server-side) cursor reads ``max_rows + 1`` rows;
+when there is more, the rest is never read: ``KILL QUERY`` stops the server and the
+connection is discarded (draining it would read every row). Inside ``/transaction`` the
+work must be committed, so the rest is read and dropped. A ``readOnly`` connection runs
+each request in ``START TRANSACTION READ ONLY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain import ConnectionConfig
+from app.errors import DatabaseError, DbPoolError, ResultTooLarge
+from app.pools.budget import ResultBudget
+from app.pools.drivers import MySqlAdapter
+from app.pools.encoding import RowFormat, encode_rows
+from app.pools.lanes import Planned, for_session
+from app.pools.runner import IsolationLevel, Runner, Statement, StatementResult
+from app.pools.session_reset import mysql_session_statements
+
+__all__ = ["MySqlRunner"]
+
+_SLICE = 128  # rows read from the wire between two budget checks
+
+
+class MySqlRunner(Runner):
+    """MySQL/MariaDB statements, transactions and read-only requests."""
+
+    adapter: MySqlAdapter
+
+    def __init__(self, conn: AsyncConnection, config: ConnectionConfig, max_rows: int,
+                 row_format: RowFormat, budget: ResultBudget | None, seconds: float, *,
+                 adapter: MySqlAdapter) -> None:
+        self.adapter = adapter
+        super().__init__(conn, config, max_rows, row_format, budget, seconds)
+
+    async def query(self, statement: Statement) -> StatementResult:
+        driver = await self.driver()
+        planned = await self.plan(statement, driver, None)
+        await self._tighten(driver)
+        if not self.config.read_only:
+            return await self._statement(driver, planned)  # autocommit: commits on its own
+        await self._begin(driver)
+        try:
+            result = await self._statement(driver, planned)
+        except DatabaseError:
+            await driver.rollback()
+            raise
+        if not result.unread:  # rows left on the wire: the connection is discarded instead
+            await driver.commit()
+        return result
+
+    async def transaction(self, statements: Sequence[Statement],
+                          isolation: IsolationLevel | None) -> list[StatementResult]:
+        driver = await self.driver()
+        planned = [await self.plan(s, driver, index) for index, s in enumerate(statements)]
+        await self._tighten(driver)
+        if isolation:  # applies to the next transaction: the one begun below
+            self.sending()
+            await self.adapter.execute(driver, f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        await self._begin(driver)
+        try:
+            results = await self.each(planned, lambda s: self._statement(driver, s, True))
+        except DbPoolError:
+            await driver.rollback()
+            raise
+        await driver.commit()
+        return results
+
+    async def _begin(self, driver: Any) -> None:
+        """The session runs in autocommit; a read-only one gets a read-only transaction."""
+        self.sending()
+        if self.config.read_only:
+            await self.adapter.execute(driver, "START TRANSACTION READ ONLY")
+        else:
+            await driver.begin()
+
+    async def _statement(self, driver: Any, planned: Planned,
+                         in_transaction: bool = False) -> StatementResult:
+        # A statement before this one may have changed sql_mode (NO_BACKSLASH_ESCAPES).
+        escapes = await self.adapter.backslash_escapes(driver)
+        planned = for_session(planned, self.config, escapes)
+        self.sending()
+        try:
+            cursor = await self.adapter.run(driver, planned.sql, planned.args)
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        description = cursor.description
+        if description is None:
+            count = cursor.rowcount
+            await cursor.close()
+            return StatementResult(columns=[], rows=[], row_count=max(count, 0), truncated=False)
+        columns = [d[0] for d in description]
+        result = await self._rows(cursor, columns, self.adapter.json_columns(description))
+        if result.truncated and not in_transaction:
+            # Never drained (that reads every row): killed and discarded instead. Inside a
+            # transaction the work must be committed, so the rest is read and dropped.
+            result.unread = self.unread = True
+        else:
+            await cursor.close()
+        return result
+
+    async def _rows(self, cursor: Any, columns: list[str],
+                    json_columns: frozenset[int]) -> StatementResult:
+        """Up to ``max_rows + 1`` rows, read and encoded slice by slice, so that a result
+        past the budget stops being read at the first slice beyond it."""
+        encoded: list[Any] = []
+        while True:
+            wanted = min(_SLICE, self.max_rows + 1 - len(encoded))
+            rows = await cursor.fetchmany(wanted)
+            truncated = len(encoded) + len(rows) > self.max_rows
+            kept = rows[: self.max_rows - len(encoded)] if truncated else rows
+            try:
+                encoded += encode_rows(columns, kept, json_columns=json_columns,
+                                       row_format=self.row_format, budget=self.budget)
+            except ResultTooLarge:
+                self.unread = len(rows) == wanted  # the end was not reached
+                raise
+            if truncated or len(rows) < wanted:
+                return StatementResult(columns=columns, rows=encoded, row_count=len(encoded),
+                                       truncated=truncated)
+
+    async def _tighten(self, driver: Any) -> None:
+        """A request timeout tighter than the connection's becomes the session's limit for
+        this request (the reset on return restores it), so the server stops the statement
+        itself and no ``KILL QUERY`` (another connection) is needed."""
+        if self.seconds >= self.config.query_timeout:
+            return
+        mariadb = "mariadb" in str(driver.get_server_info()).lower()
+        statements = mysql_session_statements(mariadb=mariadb, query_timeout=self.seconds,
+                                              read_only=False)
+        self.sending()
+        await self.adapter.execute(driver, statements[0])
