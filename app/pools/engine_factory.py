@@ -167,9 +167,6 @@ def build_side_engine(
         hide_parameters=True,
         logging_name=f"{config.pool_name}/side",
     )
-    pool = engine.pool
-    assert isinstance(pool, TrimmableQueuePool)
-    pool.check_surface()
     attach_session_events(engine, config)
     _check_allowlist(engine, config, settings, None, resolve)
     return engine

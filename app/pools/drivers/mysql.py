@@ -13,6 +13,7 @@ request gets a fresh session (correct, a connect slower).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import aiomysql
@@ -121,12 +122,18 @@ class MySqlAdapter:
         raise NotImplementedError
 
     async def cancel(self, via: Any, server_id: int) -> bool:
+        cursor = via.cursor()  # a plain (buffered) one: aiomysql's is awaited, asyncmy's not
+        cursor = await cursor if inspect.isawaitable(cursor) else cursor
         try:
-            await self.execute(via, f"KILL QUERY {int(server_id)}")
+            await cursor.execute(f"KILL QUERY {int(server_id)}")
         except Exception as exc:  # aiomysql's and asyncmy's own OperationalError
             if exc.args[:1] == (ER.NO_SUCH_THREAD,):
                 return False  # the session, and its statement with it, has already ended
             raise
+        finally:
+            closed = cursor.close()
+            if inspect.isawaitable(closed):
+                await closed
         return True
 
 
