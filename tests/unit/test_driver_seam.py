@@ -4,7 +4,7 @@ SQLAlchemy's pool is touched outside the adapter modules (an AST scan of app/).
 Counted as a use: ``x._name`` on anything but ``self``/``cls``; ``getattr``/``hasattr``/
 ``setattr`` with a literal ``"_name"``; the driver attributes that are private in all but
 name (``server_status``, ``server_thread_id``); and ``self._name`` inside a class with a
-base from outside ``app`` when ``_name`` is defined nowhere in app/ (it is the base's).
+base from outside ``app`` when that class does not define ``_name`` itself (the base's).
 """
 
 from __future__ import annotations
@@ -36,19 +36,18 @@ def _private(name: str) -> bool:
         name in PRIVATE_IN_ALL_BUT_NAME
 
 
-def _own_names(trees: list[ast.Module]) -> set[str]:
-    """Every ``self.x = ...`` target and every def / class-level name in app/."""
+def _own_names(tree: ast.AST) -> set[str]:
+    """Every ``self.x = ...`` target and every def / assigned name in ``tree``."""
     names: set[str] = set()
-    for tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                names.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-                names.add(node.attr)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names.add(node.id)
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                names.add(node.target.id)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
     return names
 
 
@@ -61,7 +60,7 @@ def _foreign_bases(tree: ast.Module) -> set[str]:
     return names
 
 
-def private_uses(tree: ast.Module, own: set[str]) -> list[tuple[int, str]]:
+def private_uses(tree: ast.Module) -> list[tuple[int, str]]:
     """``(line, attribute)`` for each use of a foreign private attribute in ``tree``."""
     found: list[tuple[int, str]] = []
     foreign = _foreign_bases(tree)
@@ -78,6 +77,7 @@ def private_uses(tree: ast.Module, own: set[str]) -> list[tuple[int, str]]:
                 found.append((node.lineno, name.value))
         elif isinstance(node, ast.ClassDef) and any(
                 isinstance(base, ast.Name) and base.id in foreign for base in node.bases):
+            own = _own_names(node)
             found.extend(
                 (inner.lineno, inner.attr) for inner in ast.walk(node)
                 if isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
@@ -89,8 +89,7 @@ def private_uses(tree: ast.Module, own: set[str]) -> list[tuple[int, str]]:
 def _scan() -> dict[str, list[tuple[int, str]]]:
     paths = sorted(APP.rglob("*.py"))
     trees = {str(p.relative_to(APP)): ast.parse(p.read_text(), str(p)) for p in paths}
-    own = _own_names(list(trees.values()))
-    return {path: private_uses(tree, own) for path, tree in trees.items()}
+    return {path: private_uses(tree) for path, tree in trees.items()}
 
 
 def test_no_private_driver_attribute_outside_the_adapters() -> None:
@@ -131,7 +130,7 @@ def h(conn, proxy):
     getattr(conn, "_writer", None)
     return conn.server_thread_id, self_like._x if False else proxy.public
 '''
-    uses = {name for _, name in private_uses(ast.parse(source), own={"_own", "_waiters"})}
+    uses = {name for _, name in private_uses(ast.parse(source))}
     assert uses == {"_pool", "_protocol", "_writer", "server_thread_id", "_x"}
 
 
