@@ -1,0 +1,263 @@
+"""Turns what the soak saw into its JSON report, its bars and a short summary.
+
+Inputs are plain data: request records ``[start, end, target, op, status, code,
+envelope_ok]`` (wall clock), write records ``[target, key, "single"|"txn", status]``, the
+rows the databases hold afterwards, hang-ups ``[target, marker, at]``, the chaos records,
+session peaks and post-shutdown counts, and the service log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from bench.load import percentile
+from bench.soak_chaos import OUTAGES
+
+__all__ = ["DOCUMENTED_5XX", "bars", "build_report", "scan_log", "summary"]
+
+DOCUMENTED_5XX = frozenset(
+    {
+        (502, "DB_AUTH_FAILED"),
+        (503, "POOL_EXHAUSTED"),
+        (503, "DB_UNAVAILABLE"),
+        (503, "REGISTRY_UNAVAILABLE"),
+        (504, "QUERY_TIMEOUT"),
+    }
+)
+RECOVERY_BAR_S = 1.5
+STATEMENT_GONE_GRACE_S = 2.0  # a hung-up client's statement may be seen running this long
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+) (.*)$")
+# A hung-up client's request id starts with this (soak_load sends it as X-Request-ID); the
+# other two are how a cancellation by a client that went away surfaces in a log line.
+_CLIENT_GONE = ("request_id=soak-dc-", "CancelledError", "cancelling a statement")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+def requests_section(requests: list[list[Any]]) -> dict[str, Any]:
+    by_code = Counter(f"{status} {code}" for _, _, _, _, status, code, _ in requests)
+    by_op: dict[str, Counter[str]] = {}
+    for _, _, _, op, status, code, _ in requests:
+        by_op.setdefault(op, Counter())[f"{status} {code}"] += 1
+    ok = sorted(t1 - t0 for t0, t1, _, _, status, _, _ in requests if 200 <= status < 300)
+    bad_envelopes = [r for r in requests if r[4] != 0 and not r[6]]
+    undocumented = Counter(
+        f"{r[4]} {r[5]}" for r in requests if r[4] >= 500 and (r[4], r[5]) not in DOCUMENTED_5XX
+    )
+    return {
+        "total": len(requests),
+        "by_outcome": {
+            "ok": len(ok),
+            "error_response": sum(1 for r in requests if r[4] >= 300),
+            "no_response": sum(1 for r in requests if r[4] == 0),
+        },
+        "by_code": dict(by_code.most_common()),
+        "by_op": {op: dict(c.most_common()) for op, c in sorted(by_op.items())},
+        "latency_ok": {
+            "p50_ms": _ms(percentile(ok, 50)),
+            "p99_ms": _ms(percentile(ok, 99)),
+            "max_ms": _ms(ok[-1] if ok else None),
+        },
+        "envelope_violations": len(bad_envelopes),
+        "envelope_violation_examples": [r[2:6] for r in bad_envelopes[:5]],
+        "undocumented_5xx": dict(undocumented.most_common()),
+    }
+
+
+def writes_section(
+    writes: list[list[Any]], held: dict[str, list[tuple[str, str, int]]]
+) -> dict[str, Any]:
+    """``held``: engine ("postgresql"|"mariadb") -> rows (k, grp, part) in the writes table."""
+    keys = {engine: {k for k, _, _ in rows} for engine, rows in held.items()}
+    groups = {engine: Counter(g for _, g, _ in rows) for engine, rows in held.items()}
+    lost, refused_applied, applied_unacked, half = [], 0, 0, 0
+    acked = 0
+    for target, key, kind, status in writes:
+        engine = "postgresql" if target.startswith("pg") else "mariadb"
+        present = groups[engine][key] if kind == "txn" else int(key in keys[engine])
+        expected = 2 if kind == "txn" else 1
+        if kind == "txn" and present not in (0, 2):
+            half += 1
+        if status == 200:
+            acked += 1
+            if present != expected:
+                lost.append([target, key, kind])
+        elif present and 400 <= status < 500:
+            refused_applied += 1
+        elif present:
+            applied_unacked += 1
+    return {
+        "attempted": len(writes),
+        "acknowledged": acked,
+        "acknowledged_missing": len(lost),
+        "acknowledged_missing_examples": lost[:5],
+        "half_applied_transactions": half,
+        "refused_but_applied": refused_applied,
+        "unacknowledged_but_applied": applied_unacked,
+    }
+
+
+def hangups_section(
+    hangups: list[list[Any]], seen: dict[str, float], chaos: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Statements of hung-up clients still running after the grace. A hang-up while its
+    database was cut off or stalled is counted apart: no cancel can reach the server then
+    (the server's own statement timeout ends it)."""
+    outages = [
+        (r["target"], r["started_at"], r.get("reachable_at") or float("inf"))
+        for r in chaos
+        if r["kind"] in OUTAGES
+    ]
+
+    def unreachable(target: str, at: float) -> bool:
+        return any(
+            t == target and start <= at + STATEMENT_GONE_GRACE_S and end >= at - 1.0
+            for t, start, end in outages
+        )
+
+    left, during_outage = [], 0
+    for target, marker, at in hangups:
+        if marker not in seen or seen[marker] - at <= STATEMENT_GONE_GRACE_S:
+            continue
+        if unreachable(target, at):
+            during_outage += 1
+        else:
+            left.append([target, marker, round(seen[marker] - at, 2)])
+    return {
+        "clients_hung_up": len(hangups),
+        "statements_seen_running": sum(1 for _, m, _ in hangups if m in seen),
+        "statements_still_running_after_grace": len(left),
+        "still_running_while_database_unreachable": during_outage,
+        "examples": left[:5],
+        "grace_s": STATEMENT_GONE_GRACE_S,
+    }
+
+
+def faults_section(chaos: list[dict[str, Any]], requests: list[list[Any]]) -> dict[str, Any]:
+    """Each fault with seconds from 'reachable again' to the first 2xx on its target."""
+    ok_ends: dict[str, list[float]] = {}
+    for _, t1, target, _, status, _, _ in requests:
+        if 200 <= status < 300:
+            ok_ends.setdefault(target, []).append(t1)
+    for ends in ok_ends.values():
+        ends.sort()
+    for record in chaos:
+        reachable = record.get("reachable_at")
+        if reachable is None:
+            continue
+        after = [t for t in ok_ends.get(record["target"], []) if t >= reachable]
+        record["seconds_to_first_success"] = round(after[0] - reachable, 3) if after else None
+    return {
+        "by_kind": dict(Counter(r["kind"] for r in chaos).most_common()),
+        "not_applied": [r for r in chaos if "error" in r],
+        "records": chaos,
+    }
+
+
+def scan_log(text: str) -> dict[str, Any]:
+    """ERROR/CRITICAL lines and tracebacks, grouped; those about a client that went away."""
+    events: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if _LOG_LINE.match(line):
+            current = [line]
+            events.append(current)
+        elif current is not None:
+            current.append(line)
+        else:
+            current = [line]
+            events.append(current)
+    flagged = []
+    for event in events:
+        head = _LOG_LINE.match(event[0])
+        level = head[1] if head else ""
+        traceback = any(line.startswith("Traceback") for line in event)
+        if level in {"ERROR", "CRITICAL"} or traceback:
+            flagged.append((event, traceback))
+    signatures: Counter[str] = Counter()
+    client_gone = 0
+    for event, traceback in flagged:
+        text_of = "\n".join(event)
+        head = _LOG_LINE.match(event[0])
+        message = f"{head[2]} {head[3]}" if head else event[0]
+        if traceback:
+            message += " | " + event[-1].strip()
+        message = re.sub(r"request_id=\S+|0x[0-9a-f]+|\d+", "#", message)[:240]
+        signatures[message] += 1
+        client_gone += any(word in text_of for word in _CLIENT_GONE)
+    return {
+        "error_events": len(flagged),
+        "tracebacks": sum(1 for _, tb in flagged if tb),
+        "client_gone_events": client_gone,
+        "top": dict(signatures.most_common(12)),
+    }
+
+
+def build_report(**parts: Any) -> dict[str, Any]:
+    """The JSON report: everything handed in, with the bars evaluated."""
+    report = dict(parts)
+    report["bars"] = bars(report)
+    report["passed"] = all(bar["met"] is not False for bar in report["bars"])
+    return report
+
+
+def _recovery_bar(name: str, faults: list[dict[str, Any]]) -> dict[str, Any]:
+    figures = [f.get("seconds_to_ok") for f in faults]
+    if not figures:
+        return {"bar": name, "met": None, "measured": "not in this run's schedule"}
+    worst = None if None in figures else max(f for f in figures if f is not None)
+    met = worst is not None and worst <= RECOVERY_BAR_S
+    shown = "never within 30 s" if worst is None else f"worst {worst} s"
+    return {"bar": name, "met": met, "measured": f"{shown} over {len(figures)} faults",
+            "seconds_to_ok": figures}  # fmt: skip
+
+
+def bars(report: dict[str, Any]) -> list[dict[str, Any]]:
+    req, writes, log = report["requests"], report["writes"], report["log"]
+    sessions, hang = report["sessions"], report["hangups"]
+    outages = [r for r in report["faults"]["records"] if r["kind"] in OUTAGES]
+    cuts10 = [r for r in outages if r["kind"] == "cut" and 10 <= r["duration_s"] < 60]
+    cuts60 = [r for r in outages if r["kind"] == "cut" and r["duration_s"] >= 60]
+    others = [r for r in outages if r not in cuts10 and r not in cuts60]
+    over = {t: p for t, p in sessions["peak"].items() if p > sessions["max"][t]}
+    left = sum(sessions["after_shutdown"].values())
+    return [
+        {"bar": "zero envelope violations", "met": req["envelope_violations"] == 0,
+         "measured": req["envelope_violations"]},
+        {"bar": "no ERROR/traceback in the log for a client that went away",
+         "met": log["client_gone_events"] == 0, "measured": log["client_gone_events"]},
+        {"bar": "every hung-up client's statement gone from the server",
+         "met": hang["statements_still_running_after_grace"] == 0,
+         "measured": hang["statements_still_running_after_grace"]},
+        {"bar": "no 5xx other than the documented 502/503/504",
+         "met": not req["undocumented_5xx"], "measured": req["undocumented_5xx"]},
+        {"bar": "database sessions never above a pool's maximum", "met": not over,
+         "measured": over or sessions["peak"]},
+        {"bar": "no session left after shutdown", "met": left == 0,
+         "measured": sessions["after_shutdown"]},
+        {"bar": "zero acknowledged writes lost, no transaction half-applied",
+         "met": writes["acknowledged_missing"] == 0 and writes["half_applied_transactions"] == 0,
+         "measured": {"lost": writes["acknowledged_missing"],
+                      "half_applied": writes["half_applied_transactions"]}},
+        _recovery_bar("pool ok within 1.5 s of its database back, after a 10 s cut", cuts10),
+        _recovery_bar("pool ok within 1.5 s of its database back, after a 60 s cut", cuts60),
+        _recovery_bar("pool ok within 1.5 s of its database back, other cuts and stalls", others),
+    ]  # fmt: skip
+
+
+def summary(report: dict[str, Any]) -> str:
+    req = report["requests"]
+    lines = [
+        f"soak: {report['meta']['seconds']} s, {req['total']} requests "
+        f"({req['by_outcome']['ok']} ok), p50 {req['latency_ok']['p50_ms']} ms, "
+        f"p99 {req['latency_ok']['p99_ms']} ms; faults {report['faults']['by_kind']}",
+    ]
+    for bar in report["bars"]:
+        word = {True: "MET ", False: "MISS", None: "n/a "}[bar["met"]]
+        lines.append(f"  {word} {bar['bar']}: {bar['measured']}")
+    lines.append("PASSED" if report["passed"] else "FAILED: a bar was missed")
+    return "\n".join(lines)
