@@ -39,6 +39,7 @@ from bench.soak_report import (
     hangups_section,
     requests_section,
     scan_log,
+    sessions_section,
     summary,
     writes_section,
 )
@@ -263,20 +264,25 @@ async def _run(
     opts.json_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(server.log_path, opts.json_path.with_suffix(".service.log"))
     requests = merged.requests + controller.requests
+    sessions = {
+        "peak": sampler.peaks,
+        "max": {t.name: t.max_connections for t in targets.values()},
+        "after_shutdown": after,
+        "over_max_samples": sampler.over,
+        "samples": sampler.samples,
+        "sample_errors": sampler.errors,
+    }
     return build_report(
         meta=_meta(opts, targets, killed, merged.wrong_results),
         requests=requests_section(requests),
         writes=writes_section(merged.writes, held),
         hangups=hangups_section(merged.hangups, sampler.statements_seen, chaos.records),
         faults=faults_section(chaos.records, requests),
-        sessions={"peak": sampler.peaks, "max": {t.name: t.max_connections
-                  for t in targets.values()}, "after_shutdown": after,
-                  "over_max_samples": sampler.over,
-                  "samples": sampler.samples, "sample_errors": sampler.errors},
+        sessions=sessions_section(sessions, chaos.records),
         shutdown=shutdown,
         final_pool_status=final_status.get("data"),
         log=scan_log(server.log_path.read_text(errors="replace")),
-    )  # fmt: skip
+    )
 
 
 def _meta(opts: Options, targets: dict[str, Target], killed: int, wrong: int) -> dict[str, Any]:

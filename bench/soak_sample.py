@@ -72,12 +72,12 @@ class SessionSampler:
             target = self.pg_pools.get(row["application_name"])
             if target is not None:
                 counts[target] += 1
-                states[target][str(row["state"])] += 1
+                states[target][f"{row['state']}: {(row['query'] or '')[:48]}"] += 1
             if row["state"] == "active":
                 self._saw(row["query"] or "", now)
         for user, command, info in await asyncio.to_thread(self._my_rows):
             counts[self.my_pools[user]] += 1
-            states[self.my_pools[user]][command] += 1
+            states[self.my_pools[user]][f"{command}: {(info or '')[:48]}"] += 1
             self._saw(info or "", now)
         for target, count in counts.items():
             self.peaks[target] = max(self.peaks.get(target, 0), count)
