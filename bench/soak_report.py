@@ -43,9 +43,11 @@ STATEMENT_GONE_GRACE_S = 2.0
 # by a cut or stalled network finishes within this after the network is back.
 ZOMBIE_WINDOW_S = 7.0  # a hung-up client's statement may be seen running this long
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+) (.*)$")
-# A hung-up client's request id starts with this (soak_load sends it as X-Request-ID); the
-# other two are how a cancellation by a client that went away surfaces in a log line.
-_CLIENT_GONE = ("request_id=soak-dc-", "CancelledError", "cancelling a statement")
+# A hung-up client's request id starts with this (soak_load sends it as X-Request-ID); a
+# traceback ending in CancelledError is how a client's cancellation surfaces otherwise (one
+# that ends in TimeoutError is a time limit, not a client).
+_CLIENT_GONE_ID = "request_id=soak-dc-"
+_CANCELLED = re.compile(r"^(asyncio\.exceptions\.)?CancelledError\b")
 # The one line the service logs for every documented 5xx answer: about the answer, not the
 # client (a hung-up client's request may have failed that way before it hung up).
 _DOCUMENTED_FAILURE = re.compile(
@@ -186,9 +188,11 @@ def sessions_section(sessions: dict[str, Any], chaos: list[dict[str, Any]]) -> d
 def faults_section(chaos: list[dict[str, Any]], requests: list[list[Any]]) -> dict[str, Any]:
     """Each fault with seconds from 'reachable again' to the first 2xx on its target."""
     ok_ends: dict[str, list[float]] = {}
-    for _, t1, target, _, status, _, _ in requests:
+    for _, t1, target, op, status, _, _ in requests:
         if 200 <= status < 300:
             ok_ends.setdefault(target, []).append(t1)
+            if op == "registry":  # a registry read: the registry's own first success
+                ok_ends.setdefault("registry", []).append(t1)
     for ends in ok_ends.values():
         ends.sort()
     for record in chaos:
@@ -235,7 +239,8 @@ def scan_log(text: str) -> dict[str, Any]:
         message = re.sub(r"request_id=\S+|0x[0-9a-f]+|\d+", "#", message)[:240]
         signatures[message] += 1
         documented = _DOCUMENTED_FAILURE.search(event[0]) is not None
-        client_gone += not documented and any(word in text_of for word in _CLIENT_GONE)
+        cancelled = traceback and _CANCELLED.match(event[-1].strip()) is not None
+        client_gone += not documented and (_CLIENT_GONE_ID in text_of or cancelled)
     return {
         "error_events": len(flagged),
         "tracebacks": sum(1 for _, tb in flagged if tb),

@@ -84,6 +84,12 @@ LOG = """\
 Traceback (most recent call last):
   File "x.py", line 1, in f
 asyncio.exceptions.CancelledError
+2026-12-01 06:10:26,500 ERROR sqlalchemy.pool Exception during reset or similar request_id=x4
+Traceback (most recent call last):
+asyncio.exceptions.CancelledError
+The above exception was the direct cause of the following exception:
+Traceback (most recent call last):
+TimeoutError
 2026-12-01 06:10:27,000 ERROR app.api.middleware unhandled error on GET /api/x/7
 Traceback (most recent call last):
   File "y.py", line 2, in g
@@ -93,9 +99,10 @@ ConnectionResetError: [Errno 104] Connection reset by peer request_id=x3
 
 def test_log_scan_counts_errors_tracebacks_and_client_gone_events() -> None:
     scan = scan_log(LOG)
-    assert scan["error_events"] == 4
-    assert scan["tracebacks"] == 2
-    # The CancelledError traceback; not the documented 5xx line of a hung-up client.
+    assert scan["error_events"] == 5
+    assert scan["tracebacks"] == 3
+    # The CancelledError traceback; not the documented 5xx line of a hung-up client, nor a
+    # time limit whose traceback passes through a CancelledError.
     assert scan["client_gone_events"] == 1
     assert any("ConnectionResetError" in key for key in scan["top"])
 
