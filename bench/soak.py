@@ -269,6 +269,7 @@ async def _run(
         "max": {t.name: t.max_connections for t in targets.values()},
         "after_shutdown": after,
         "over_max_samples": sampler.over,
+        "cancel_connections_peak": sampler.cancel_peaks,
         "samples": sampler.samples,
         "sample_errors": sampler.errors,
     }

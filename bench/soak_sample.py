@@ -2,7 +2,9 @@
 
 Sessions per pool: PostgreSQL backends of the soak's role by ``application_name =
 dbpool:<id>``; MariaDB connections by the pool's own account (one account per MariaDB
-pool). Statements whose client hung up are found by the marker in their SQL text
+pool). The service's short-lived cancel connections are counted apart, as the service
+itself names them: PostgreSQL ``dbpool:<id>/cancel``, MariaDB the session running
+``KILL QUERY``. Statements whose client hung up are found by the marker in their SQL text
 (``soak-dc-...``) and remembered with the last time they were seen running.
 """
 
@@ -24,6 +26,8 @@ __all__ = ["PERIOD_S", "SessionSampler"]
 
 PERIOD_S = 0.5
 _OVER_KEPT = 50  # samples above a pool's maximum kept for the report
+_PG_CANCEL = "/cancel"  # app.pools.cancel names its PostgreSQL connection dbpool:<id>/cancel
+_MY_CANCEL = "KILL QUERY"
 _MARKER = re.compile(r"soak-dc-[A-Za-z0-9-]+")
 
 
@@ -37,6 +41,7 @@ class SessionSampler:
     limits: dict[str, int]  # target -> its maxConnections
     peaks: dict[str, int] = field(default_factory=dict)
     over: list[list[Any]] = field(default_factory=list)  # [time, target, count, states]
+    cancel_peaks: dict[str, int] = field(default_factory=dict)  # cancel connections
     samples: int = 0
     errors: int = 0
     statements_seen: dict[str, float] = field(default_factory=dict)  # marker -> last seen
@@ -67,18 +72,28 @@ class SessionSampler:
             self.pg_role,
         )
         counts = dict.fromkeys([*self.pg_pools.values(), *self.my_pools.values()], 0)
+        cancels = dict.fromkeys(counts, 0)
         states: dict[str, Counter[str]] = {target: Counter() for target in counts}
         for row in rows:
-            target = self.pg_pools.get(row["application_name"])
+            name = row["application_name"] or ""
+            target = self.pg_pools.get(name)
             if target is not None:
                 counts[target] += 1
                 states[target][f"{row['state']}: {(row['query'] or '')[:48]}"] += 1
+            elif name.endswith(_PG_CANCEL) and name.removesuffix(_PG_CANCEL) in self.pg_pools:
+                cancels[self.pg_pools[name.removesuffix(_PG_CANCEL)]] += 1
             if row["state"] == "active":
                 self._saw(row["query"] or "", now)
         for user, command, info in await asyncio.to_thread(self._my_rows):
-            counts[self.my_pools[user]] += 1
-            states[self.my_pools[user]][f"{command}: {(info or '')[:48]}"] += 1
+            target = self.my_pools[user]
+            if (info or "").upper().startswith(_MY_CANCEL):
+                cancels[target] += 1
+                continue
+            counts[target] += 1
+            states[target][f"{command}: {(info or '')[:48]}"] += 1
             self._saw(info or "", now)
+        for target, count in cancels.items():
+            self.cancel_peaks[target] = max(self.cancel_peaks.get(target, 0), count)
         for target, count in counts.items():
             self.peaks[target] = max(self.peaks.get(target, 0), count)
             if count > self.limits[target] and len(self.over) < _OVER_KEPT:
