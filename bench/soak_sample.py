@@ -27,7 +27,8 @@ __all__ = ["PERIOD_S", "SessionSampler"]
 PERIOD_S = 0.5
 _OVER_KEPT = 50  # samples above a pool's maximum kept for the report
 _PG_CANCEL = "/cancel"  # app.pools.cancel names its PostgreSQL connection dbpool:<id>/cancel
-_MY_CANCEL = "KILL QUERY"
+_MY_CANCEL = "/cancel */"  # app.pools.cancel marks each statement of its MariaDB connection
+_CONFIRM_S = 0.25  # a count over a maximum is read again this much later (see sample())
 _MARKER = re.compile(r"soak-dc-[A-Za-z0-9-]+")
 
 
@@ -42,6 +43,7 @@ class SessionSampler:
     peaks: dict[str, int] = field(default_factory=dict)
     over: list[list[Any]] = field(default_factory=list)  # [time, target, count, states]
     cancel_peaks: dict[str, int] = field(default_factory=dict)  # cancel connections
+    transient_over: int = 0  # samples whose first read was over a maximum (confirmed or not)
     samples: int = 0
     errors: int = 0
     statements_seen: dict[str, float] = field(default_factory=dict)  # marker -> last seen
@@ -66,6 +68,23 @@ class SessionSampler:
 
     async def sample(self, conn: asyncpg.Connection) -> dict[str, int]:
         """One sample of every pool's sessions; updates the peaks and returns the counts."""
+        counts, states = await self._read(conn)
+        if any(count > self.limits[target] for target, count in counts.items()):
+            self.transient_over += 1
+            await asyncio.sleep(_CONFIRM_S)
+            again, states = await self._read(conn)
+            counts = {target: min(count, again[target]) for target, count in counts.items()}
+        now = time.time()
+        for target, count in counts.items():
+            self.peaks[target] = max(self.peaks.get(target, 0), count)
+            if count > self.limits[target] and len(self.over) < _OVER_KEPT:
+                self.over.append([round(now, 2), target, count, dict(states[target])])
+        self.samples += 1
+        return counts
+
+    async def _read(
+        self, conn: asyncpg.Connection
+    ) -> tuple[dict[str, int], dict[str, Counter[str]]]:
         now = time.time()
         rows = await conn.fetch(
             "SELECT application_name, state, query FROM pg_stat_activity WHERE usename = $1",
@@ -86,7 +105,7 @@ class SessionSampler:
                 self._saw(row["query"] or "", now)
         for user, command, info in await asyncio.to_thread(self._my_rows):
             target = self.my_pools[user]
-            if (info or "").upper().startswith(_MY_CANCEL):
+            if _MY_CANCEL in (info or ""):
                 cancels[target] += 1
                 continue
             counts[target] += 1
@@ -94,12 +113,7 @@ class SessionSampler:
             self._saw(info or "", now)
         for target, count in cancels.items():
             self.cancel_peaks[target] = max(self.cancel_peaks.get(target, 0), count)
-        for target, count in counts.items():
-            self.peaks[target] = max(self.peaks.get(target, 0), count)
-            if count > self.limits[target] and len(self.over) < _OVER_KEPT:
-                self.over.append([round(now, 2), target, count, dict(states[target])])
-        self.samples += 1
-        return counts
+        return counts, states
 
     def _saw(self, sql: str, now: float) -> None:
         for marker in _MARKER.findall(sql):
