@@ -6,15 +6,10 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+from bench.soak_bars import bars
 from bench.soak_chaos import OUTAGES, schedule
 from bench.soak_load import envelope_ok, outcome_code
-from bench.soak_report import (
-    bars,
-    hangups_section,
-    scan_log,
-    sessions_section,
-    writes_section,
-)
+from bench.soak_report import hangups_section, scan_log, sessions_section, writes_section
 
 
 def test_a_short_ci_run_has_a_60_s_cut_and_10_s_cuts_and_no_overlap_per_target() -> None:
