@@ -168,6 +168,9 @@ async def _run(
         merged, killed = await _join_clients(clients, end_at)
     finally:
         chaos.restore_all()
+        for process, _ in clients:  # an aborted run leaves no client behind
+            if process.is_alive():
+                process.kill()
     final_status = (await http.get(f"{API}/pool-status")).json()
     stop_sampling.set()
     await sampling
