@@ -158,12 +158,12 @@ def hangups_section(
 
 def sessions_section(sessions: dict[str, Any], chaos: list[dict[str, Any]]) -> dict[str, Any]:
     """Samples above a pool's maximum, split: those within ``ZOMBIE_WINDOW_S`` after its
-    network was cut or stalled (backends whose connection the service already dropped, which
-    it can no longer reach, finishing their statement) and all others (a bar)."""
+    network was cut or stalled or its sessions were killed by the soak (backends the service
+    can no longer reach or that the server is still tearing down) and all others (a bar)."""
     windows = [
         (r["target"], r["started_at"], (r.get("reachable_at") or float("inf")) + ZOMBIE_WINDOW_S)
         for r in chaos
-        if r["kind"] in OUTAGES
+        if r["kind"] in OUTAGES or r["kind"] == "kill"
     ]
     after_outage: list[list[Any]] = []
     other: list[list[Any]] = []
