@@ -37,6 +37,7 @@ from bench.soak_load import API, Recorder, client_main
 from bench.soak_report import (
     faults_section,
     hangups_section,
+    outage_windows,
     requests_section,
     scan_log,
     sessions_section,
@@ -199,7 +200,10 @@ async def _run(
         sessions=sessions_section(sessions, chaos.records),
         shutdown=shutdown,
         final_pool_status=final_status.get("data"),
-        log=scan_log(server.log_path.read_text(errors="replace")),
+        log=scan_log(
+            server.log_path.read_text(errors="replace"),
+            outage_windows(chaos.records, {t.name: t.id for t in targets.values()}),
+        ),
     )
 
 

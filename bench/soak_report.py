@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from bench.load import percentile
@@ -20,6 +21,7 @@ __all__ = [
     "ZOMBIE_WINDOW_S",
     "faults_section",
     "hangups_section",
+    "outage_windows",
     "requests_section",
     "scan_log",
     "sessions_section",
@@ -45,6 +47,7 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+) (.*)$")
 # that ends in TimeoutError is a time limit, not a client).
 _CLIENT_GONE_ID = "request_id=soak-dc-"
 _CANCELLED = re.compile(r"^(asyncio\.exceptions\.)?CancelledError\b")
+_POOL_NAME = re.compile(r"\bdbpool:(\d+)\b")
 # The one line the service logs for every documented 5xx answer: about the answer, not the
 # client (a hung-up client's request may have failed that way before it hung up).
 _DOCUMENTED_FAILURE = re.compile(
@@ -205,8 +208,36 @@ def faults_section(chaos: list[dict[str, Any]], requests: list[list[Any]]) -> di
     }
 
 
-def scan_log(text: str) -> dict[str, Any]:
-    """ERROR/CRITICAL lines and tracebacks, grouped; those about a client that went away."""
+def _in_outage(event: list[str], outages: dict[int, list[tuple[float, float]]]) -> bool:
+    """The event names a pool (``dbpool:<id>``) whose network was cut or stalled then."""
+    head = _LOG_LINE.match(event[0])
+    pool = _POOL_NAME.search(event[0])
+    if head is None or pool is None:
+        return False
+    at = datetime.strptime(event[0][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time
+    return any(start <= at <= end for start, end in outages.get(int(pool[1]), []))
+
+
+def outage_windows(
+    chaos: list[dict[str, Any]], ids: dict[str, int]
+) -> dict[int, list[tuple[float, float]]]:
+    """Connection id -> (start, end + grace) of every cut or stall of its network."""
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for r in chaos:
+        if r["kind"] in OUTAGES and r["target"] in ids:
+            end = (r.get("reachable_at") or float("inf")) + STATEMENT_GONE_GRACE_S
+            windows.setdefault(ids[r["target"]], []).append((r["started_at"] - 1.0, end))
+    return windows
+
+
+def scan_log(
+    text: str, outages: dict[int, list[tuple[float, float]]] | None = None
+) -> dict[str, Any]:
+    """ERROR/CRITICAL lines and tracebacks, grouped; those about a client that went away.
+
+    A hung-up client's request that also met a cut or stalled network (its pool's name in
+    the line, within ``outages``) is counted under the network fault, not the client."""
+    outages = outages or {}
     events: list[list[str]] = []
     current: list[str] | None = None
     for line in text.splitlines():
@@ -226,7 +257,7 @@ def scan_log(text: str) -> dict[str, Any]:
         if level in {"ERROR", "CRITICAL"} or traceback:
             flagged.append((event, traceback))
     signatures: Counter[str] = Counter()
-    client_gone = 0
+    client_gone = network = 0
     for event, traceback in flagged:
         text_of = "\n".join(event)
         head = _LOG_LINE.match(event[0])
@@ -237,10 +268,13 @@ def scan_log(text: str) -> dict[str, Any]:
         signatures[message] += 1
         documented = _DOCUMENTED_FAILURE.search(event[0]) is not None
         cancelled = traceback and _CANCELLED.match(event[-1].strip()) is not None
-        client_gone += not documented and (_CLIENT_GONE_ID in text_of or cancelled)
+        hung_up = _CLIENT_GONE_ID in text_of and not _in_outage(event, outages)
+        client_gone += not documented and (hung_up or cancelled)
+        network += not documented and not cancelled and _in_outage(event, outages)
     return {
         "error_events": len(flagged),
         "tracebacks": sum(1 for _, tb in flagged if tb),
         "client_gone_events": client_gone,
+        "network_fault_events": network,
         "top": dict(signatures.most_common(12)),
     }

@@ -3,6 +3,7 @@ log scan and bars (the soak itself runs in tests/e2e/test_soak.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -100,6 +101,22 @@ def test_log_scan_counts_errors_tracebacks_and_client_gone_events() -> None:
     # time limit whose traceback passes through a CancelledError.
     assert scan["client_gone_events"] == 1
     assert any("ConnectionResetError" in key for key in scan["top"])
+
+
+NETWORK_LOG = """\
+2026-12-01 06:52:53,410 ERROR sqlalchemy.pool.dbpool:5 Exception terminating connection x
+Traceback (most recent call last):
+RuntimeError: unable to perform operation on <TCPTransport closed=True> request_id=soak-dc-p2-5
+"""
+
+
+def test_a_hung_up_clients_error_during_its_pools_outage_counts_for_the_network() -> None:
+    at = datetime.strptime("2026-12-01 06:52:53,410", "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    assert scan_log(NETWORK_LOG)["client_gone_events"] == 1  # no outage known: the client's
+    during = scan_log(NETWORK_LOG, {5: [(at - 2, at + 1)]})
+    assert (during["client_gone_events"], during["network_fault_events"]) == (0, 1)
+    other_pool = scan_log(NETWORK_LOG, {6: [(at - 2, at + 1)]})
+    assert other_pool["client_gone_events"] == 1
 
 
 def _report(**overrides: Any) -> dict[str, Any]:
