@@ -186,7 +186,6 @@ async def _run(
         "max": {t.name: t.max_connections for t in targets.values()},
         "after_shutdown": after,
         "over_max_samples": sampler.over,
-        "cancel_connections_peak": sampler.cancel_peaks,
         "over_max_first_reads": sampler.transient_over,
         "samples": sampler.samples,
         "sample_errors": sampler.errors,

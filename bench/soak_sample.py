@@ -2,10 +2,12 @@
 
 Sessions per pool: PostgreSQL backends of the soak's role by ``application_name =
 dbpool:<id>``; MariaDB connections by the pool's own account (one account per MariaDB
-pool). The service's short-lived cancel connections are counted apart, as the service
-itself names them: PostgreSQL ``dbpool:<id>/cancel``, MariaDB the session running
-``KILL QUERY``. Statements whose client hung up are found by the marker in their SQL text
-(``soak-dc-...``) and remembered with the last time they were seen running.
+pool). A count over a pool's maximum is read again ``_CONFIRM_S`` later and kept only if
+it is still over: a session the service has closed can take the server a moment to tear
+down, while an overshoot of the pool's own (a replaced pool's connections kept open, a
+session left running) lasts far longer. Statements whose client hung up are found by the
+marker in their SQL text (``soak-dc-...``) and remembered with the last time they were
+seen running.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ __all__ = ["PERIOD_S", "SessionSampler"]
 
 PERIOD_S = 0.5
 _OVER_KEPT = 50  # samples above a pool's maximum kept for the report
-_PG_CANCEL = "/cancel"  # app.pools.cancel names its PostgreSQL connection dbpool:<id>/cancel
-_MY_CANCEL = "/cancel */"  # app.pools.cancel marks each statement of its MariaDB connection
 _CONFIRM_S = 0.25  # a count over a maximum is read again this much later (see sample())
 _MARKER = re.compile(r"soak-dc-[A-Za-z0-9-]+")
 
@@ -42,7 +42,6 @@ class SessionSampler:
     limits: dict[str, int]  # target -> its maxConnections
     peaks: dict[str, int] = field(default_factory=dict)
     over: list[list[Any]] = field(default_factory=list)  # [time, target, count, states]
-    cancel_peaks: dict[str, int] = field(default_factory=dict)  # cancel connections
     transient_over: int = 0  # samples whose first read was over a maximum (confirmed or not)
     samples: int = 0
     errors: int = 0
@@ -91,28 +90,19 @@ class SessionSampler:
             self.pg_role,
         )
         counts = dict.fromkeys([*self.pg_pools.values(), *self.my_pools.values()], 0)
-        cancels = dict.fromkeys(counts, 0)
         states: dict[str, Counter[str]] = {target: Counter() for target in counts}
         for row in rows:
-            name = row["application_name"] or ""
-            target = self.pg_pools.get(name)
+            target = self.pg_pools.get(row["application_name"] or "")
             if target is not None:
                 counts[target] += 1
                 states[target][f"{row['state']}: {(row['query'] or '')[:48]}"] += 1
-            elif name.endswith(_PG_CANCEL) and name.removesuffix(_PG_CANCEL) in self.pg_pools:
-                cancels[self.pg_pools[name.removesuffix(_PG_CANCEL)]] += 1
             if row["state"] == "active":
                 self._saw(row["query"] or "", now)
         for user, command, info in await asyncio.to_thread(self._my_rows):
             target = self.my_pools[user]
-            if _MY_CANCEL in (info or ""):
-                cancels[target] += 1
-                continue
             counts[target] += 1
             states[target][f"{command}: {(info or '')[:48]}"] += 1
             self._saw(info or "", now)
-        for target, count in cancels.items():
-            self.cancel_peaks[target] = max(self.cancel_peaks.get(target, 0), count)
         return counts, states
 
     def _saw(self, sql: str, now: float) -> None:
