@@ -316,7 +316,8 @@ class ManagedPool:
     async def _return(self, conn: AsyncConnection) -> None:
         try:
             if self._closing:  # replaced or shutting down: its slot goes to the successor
-                await self.discard(conn)
+                with suppress(Exception):  # nothing runs on it: closed, no kill needed
+                    await conn.invalidate()
             with self._tracing.pool_span("reset", self.config):  # the reset runs on close
                 await conn.close()
         except Exception:
