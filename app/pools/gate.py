@@ -7,6 +7,11 @@ The gate admits at most ``capacity`` holders and queues the rest in arrival orde
 A released slot is handed straight to the oldest waiter (``in_use`` does not drop), so
 no newcomer can overtake the queue. A waiter cancelled or timed out at the moment it was
 handed a slot passes the slot on, so no slot ever leaks.
+
+One gate serves one registered connection across pool generations (the pool manager hands
+a rebuilt pool its predecessor's gate), so a pool still finishing its in-flight work and
+its replacement together never hold more than ``capacity`` connections. ``resize`` follows a
+changed ``maxConnections``; holders beyond a lowered capacity give their slots up on release.
 """
 
 from __future__ import annotations
@@ -79,15 +84,30 @@ class FairGate:
             raise
 
     def release(self) -> None:
-        """Give a slot back: to the oldest live waiter if any, else to the free count."""
+        """Give a slot back: to the oldest live waiter if any (and the slot is within the
+        capacity), else to the free count."""
+        if self._in_use <= 0:
+            raise RuntimeError("release() without a matching acquire()")
+        if self._in_use <= self._capacity and self._hand_over():
+            return  # the slot moved to a waiter; in_use unchanged
+        self._in_use -= 1
+
+    def resize(self, capacity: int) -> None:
+        """Change the capacity: free slots go to waiters at once; a lowered capacity takes
+        effect as holders release."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        while self._in_use < self._capacity and self._hand_over():
+            self._in_use += 1
+
+    def _hand_over(self) -> bool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot moves to the waiter; in_use unchanged
-                return
-        if self._in_use <= 0:
-            raise RuntimeError("release() without a matching acquire()")
-        self._in_use -= 1
+                waiter.set_result(None)
+                return True
+        return False
 
     def _abandon(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done() and not waiter.cancelled():

@@ -80,6 +80,11 @@ class IdleKeeper:
             opened += 1
         return opened
 
+    async def close_all(self) -> int:
+        """Close every idle connection now, without taking gate slots: only for a pool that
+        admits nobody any more (being closed), so no request can be looking for them."""
+        return await self._close(self._queue.take_idle(lambda _: True, self._queue.size()))
+
     async def _close_idle(self, pick: Callable[[ConnectionPoolEntry], bool], limit: int) -> int:
         slots = 0
         while slots < limit and self._gate.try_acquire():
@@ -87,6 +92,12 @@ class IdleKeeper:
         taken = self._queue.take_idle(pick, slots)
         for _ in range(slots - len(taken)):
             self._gate.release()
+        return await self._close(taken, self._gate.release)
+
+    async def _close(
+        self, taken: list[ConnectionPoolEntry], done: Callable[[], None] = lambda: None
+    ) -> int:
+        """Close taken records one by one; ``done()`` after each (its gate slot, if any)."""
         closed = 0
         try:
             while taken:
@@ -98,10 +109,10 @@ class IdleKeeper:
                 except Exception:
                     self._accounting.forget(record)
                 finally:
-                    self._gate.release()
+                    done()
         finally:
             for record in taken:  # interrupted: let go of the rest without waiting
                 self._accounting.forget(record)
                 self._queue.drop_taken(record)
-                self._gate.release()
+                done()
         return closed

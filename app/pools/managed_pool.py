@@ -8,7 +8,10 @@ While the circuit is open a ``Prober`` task owned by this pool makes one connect
 slot, whenever the breaker says a probe is due; the first success closes the circuit.
 
 The gate admits at most ``max_connections`` holders and the engine's pool has exactly
-that many slots, so no request ever queues inside SQLAlchemy's (unfair) queue.
+that many slots, so no request ever queues inside SQLAlchemy's (unfair) queue. A pool that
+replaces another (config change, rebuild) shares its predecessor's gate, and a pool being
+closed closes its idle connections at once and each lent one as it comes back: the two
+generations together never hold more than ``max_connections`` connections.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class ManagedPool:
         on_refused: Callable[[ManagedPool], None] | None = None,
         resolve: Resolve = system_resolve,
         tracing: Tracing = NO_TRACING,
+        gate: FairGate | None = None,
     ) -> None:
         self.config = config
         self._metrics = metrics
@@ -76,7 +80,8 @@ class ManagedPool:
         self.engine: AsyncEngine = build_engine(
             config, settings, on_refused=self._refused, resolve=resolve
         )
-        self._gate = FairGate(config.max_connections, settings.max_waiting_per_pool)
+        self._gate = gate or FairGate(config.max_connections, settings.max_waiting_per_pool)
+        self._in_flight = 0  # requests of THIS pool at the (maybe shared) gate or holding
         self._canceller = Canceller(
             config, self.engine, self._gate, timeout=self._hygiene,
             side=lambda: build_side_engine(config, settings, resolve=resolve),
@@ -178,11 +183,17 @@ class ManagedPool:
             raise DbUnavailable("The pool is being closed; retry", retry_after=0.1)
         self._breaker.check()
         started = self._clock()
-        with self._tracing.pool_span("pool wait", self.config):
-            await self._admit()
+        self._in_flight += 1
+        try:
+            with self._tracing.pool_span("pool wait", self.config):
+                await self._admit()
+        except BaseException:
+            self._in_flight -= 1
+            raise
         try:
             conn = await self._connect()
         except BaseException:
+            self._in_flight -= 1
             self._gate.release()
             raise
         self._acquired(started)
@@ -301,6 +312,9 @@ class ManagedPool:
 
     async def _return(self, conn: AsyncConnection) -> None:
         try:
+            if self._closing:  # replaced or shutting down: its slot goes to the successor
+                with suppress(Exception):  # nothing runs on it: closed, no kill needed
+                    await conn.invalidate()
             with self._tracing.pool_span("reset", self.config):  # the reset runs on close
                 await conn.close()
         except Exception:
@@ -308,6 +322,7 @@ class ManagedPool:
                         extra={"pool": self.config.pool_name})
         finally:
             self._holders.discard(conn)
+            self._in_flight -= 1
             self._gate.release()
 
     async def discard(self, conn: AsyncConnection) -> None:
@@ -407,7 +422,8 @@ class ManagedPool:
         self._closing = True
         await self._prober.aclose()
         started = self._clock()
-        while self._gate.in_use or self._gate.waiting or self._releases:
+        await self._idle.close_all()
+        while self._in_flight or self._releases:
             if self._clock() - started >= grace:
                 break
             await asyncio.sleep(_DRAIN_POLL)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from app.domain import ConfigResolver, ConnectionConfig
 from app.pools.cluster import PoolCluster
+from app.pools.gate import FairGate
 from app.pools.managed_pool import ManagedPool
 from app.pools.recorder import NOP, MetricsRecorder
 from app.pools.stats import PoolSnapshot
@@ -52,6 +53,7 @@ class PoolManager:
         self._lock = asyncio.Lock()
         self._pools: dict[int, AnyPool] = {}
         self._building: dict[int, asyncio.Task[AnyPool]] = {}
+        self._gates: dict[int, FairGate] = {}
         self._generations: dict[int, int] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -127,6 +129,7 @@ class PoolManager:
             del self._pools[connection_id]
         self._forget_metrics(connection_id)
         await pool.aclose(self._settings.shutdown_grace_seconds)
+        self._forget_gate(connection_id)
 
     async def rebuild(self, connection_id: int) -> None:
         """Replace an unhealthy pool with a fresh one on the same config."""
@@ -166,9 +169,15 @@ class PoolManager:
             await self.invalidate(cid)
 
     def _new_pool(self, config: ConnectionConfig, *, recreations: int = 0) -> AnyPool:
-        kind = PoolCluster if config.replicas else ManagedPool
-        return kind(config, self._settings, clock=self._clock, recreations=recreations,
-                    metrics=self._metrics, on_refused=self._refused, tracing=self._tracing)
+        """A pool for ``config`` (call under the lock). A single-node pool shares the
+        connection's admission gate with the generation it replaces."""
+        if config.replicas:
+            return PoolCluster(config, self._settings, clock=self._clock,
+                               recreations=recreations, metrics=self._metrics,
+                               on_refused=self._refused, tracing=self._tracing)
+        return ManagedPool(config, self._settings, clock=self._clock, recreations=recreations,
+                           metrics=self._metrics, on_refused=self._refused,
+                           tracing=self._tracing, gate=self._gate_for(config))
 
     def pools(self) -> list[AnyPool]:
         return list(self._pools.values())
@@ -197,10 +206,28 @@ class PoolManager:
     def _forget_metrics(self, connection_id: int) -> None:
         self._metrics.forget(connection_id)
 
+    def _gate_for(self, config: ConnectionConfig) -> FairGate:
+        """The connection's one admission gate, shared by its pool generations (call under
+        the lock): a replaced pool's in-flight work and its successor share the budget."""
+        gate = self._gates.get(config.id)
+        if gate is None:
+            gate = FairGate(config.max_connections, self._settings.max_waiting_per_pool)
+            self._gates[config.id] = gate
+        elif gate.capacity != config.max_connections:
+            gate.resize(config.max_connections)
+        return gate
+
+    def _forget_gate(self, connection_id: int) -> None:
+        gate = self._gates.get(connection_id)
+        unused = gate is not None and not gate.in_use and not gate.waiting
+        if unused and connection_id not in self._pools and connection_id not in self._building:
+            del self._gates[connection_id]
+
     def _close_later(self, pool: AnyPool, *, grace: float) -> None:
         task = asyncio.create_task(pool.aclose(grace))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        task.add_done_callback(lambda _: self._forget_gate(pool.config.id))
 
     def __repr__(self) -> str:
         return f"<PoolManager pools={len(self._pools)} closing={len(self._closing)}>"

@@ -1,16 +1,19 @@
 """An asyncio TCP proxy that fault tests put between dbpool and a real database.
 
 It listens on ``127.0.0.1:<free port>`` and forwards every accepted connection to one
-target. Three states, switched at any time:
+target. Four states, switched at any time:
 
-- open (the default): bytes flow both ways;
+- open (the default, "pass"): bytes flow both ways;
+- ``delay(seconds)``: bytes flow, each chunk held ``seconds`` first, in order, both ways
+  (a slow or distant network path);
 - ``cut()``: every open connection is reset, new ones are accepted and reset at once
   (the database "went away": a restart, a dead network path);
 - ``stall()``: connections stay up and new ones are accepted, but nothing is forwarded
   (a black-holed network: the client waits until its own timeout fires).
 
 ``restore()`` returns to open; bytes held back by a stall are then delivered, as TCP would
-after a partition heals. Every wait here is bounded, so a broken test cannot hang.
+after a partition heals, and a delay stops applying to chunks not yet held. Every wait
+here is bounded, so a broken test cannot hang.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ _CHUNK = 64 * 1024
 
 class ProxyState(enum.Enum):
     OPEN = "open"
+    DELAYED = "delayed"
     CUT = "cut"
     STALLED = "stalled"
 
@@ -74,6 +78,7 @@ class TcpProxy:
         self.listen_host = listen_host
         self.connect_timeout = connect_timeout
         self.state = ProxyState.OPEN
+        self.latency = 0.0  # seconds added to every chunk while DELAYED
         self.accepted = 0  # connections accepted and forwarded (or held, when stalled)
         self.dropped = 0  # connections reset on arrival because the proxy was cut
         self._links: set[_Link] = set()
@@ -85,6 +90,7 @@ class TcpProxy:
         return (
             f"<TcpProxy {self.listen_host}:{self._port_or_none()} -> "
             f"{self.target_host}:{self.target_port} state={self.state.value} "
+            f"latency={self.latency}s "
             f"open={self.open_connections} accepted={self.accepted} dropped={self.dropped}>"
         )
 
@@ -115,18 +121,29 @@ class TcpProxy:
     def cut(self) -> None:
         """Reset every open connection; reset new ones on arrival until ``restore()``."""
         self.state = ProxyState.CUT
+        self.latency = 0.0
         self._flowing.set()  # wake held pumps so they notice their sockets are gone
         for link in list(self._links):
             link.reset()
 
+    def delay(self, seconds: float) -> None:
+        """Forward, but hold every chunk ``seconds`` first (added latency, both directions)."""
+        if seconds < 0:
+            raise ValueError("delay must be >= 0 seconds")
+        self.state = ProxyState.DELAYED
+        self.latency = seconds
+        self._flowing.set()
+
     def stall(self) -> None:
         """Keep connections up (and accept new ones) but forward nothing."""
         self.state = ProxyState.STALLED
+        self.latency = 0.0
         self._flowing.clear()
 
     def restore(self) -> None:
         """Forward again; bytes held back by a stall are delivered now."""
         self.state = ProxyState.OPEN
+        self.latency = 0.0
         self._flowing.set()
 
     async def aclose(self, timeout: float = 5.0) -> None:
@@ -184,6 +201,8 @@ class TcpProxy:
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while chunk := await source.read(_CHUNK):
+                if self.latency > 0:
+                    await asyncio.sleep(self.latency)
                 await self._flowing.wait()
                 if self.state is ProxyState.CUT:
                     return

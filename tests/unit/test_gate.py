@@ -161,3 +161,32 @@ async def test_many_tasks_with_random_cancels_and_timeouts_never_leak() -> None:
 async def test_release_without_acquire_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         FairGate(1, 1).release()
+
+
+async def test_resize_up_admits_waiters_at_once_in_order() -> None:
+    gate = FairGate(1, 10)
+    await gate.acquire(1)
+    first = asyncio.create_task(gate.acquire(5))
+    second = asyncio.create_task(gate.acquire(5))
+    await asyncio.sleep(0)
+    gate.resize(3)
+    await asyncio.gather(first, second)
+    assert (gate.in_use, gate.waiting, gate.capacity) == (3, 0, 3)
+
+
+async def test_resize_down_takes_effect_as_holders_release() -> None:
+    gate = FairGate(3, 10)
+    for _ in range(3):
+        await gate.acquire(1)
+    gate.resize(1)
+    waiter = asyncio.create_task(gate.acquire(5))
+    await asyncio.sleep(0)
+    gate.release()  # 3 -> 2 held: still over the new capacity, nobody admitted
+    gate.release()  # 2 -> 1
+    await asyncio.sleep(0)
+    assert not waiter.done() and gate.in_use == 1
+    gate.release()  # within capacity now: the slot goes to the waiter
+    await waiter
+    assert (gate.in_use, gate.waiting) == (1, 0)
+    with pytest.raises(ValueError, match="at least 1"):
+        gate.resize(0)

@@ -101,6 +101,51 @@ async def test_stall_holds_bytes_until_restore(echo_proxy: TcpProxy) -> None:
     writer.close()
 
 
+async def test_delay_adds_latency_each_way_in_order(echo_proxy: TcpProxy) -> None:
+    delay = 0.2
+    echo_proxy.delay(delay)
+    assert echo_proxy.state is ProxyState.DELAYED
+    assert "latency=0.2s" in repr(echo_proxy)
+    reader, writer = await _connect(echo_proxy)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"first")
+    await writer.drain()
+    writer.write(b"second")
+    await writer.drain()
+    got = await asyncio.wait_for(reader.readexactly(len(b"firstsecond")), WAIT)
+    assert got == b"firstsecond"
+    # Held once on the way in and once on the way back (a lower bound: no speed asserted).
+    assert loop.time() - started >= 2 * delay
+    echo_proxy.restore()
+    assert echo_proxy.state is ProxyState.OPEN and echo_proxy.latency == 0.0
+    writer.write(b"again")
+    assert await asyncio.wait_for(reader.readexactly(5), WAIT) == b"again"
+    writer.close()
+
+
+async def test_delay_refuses_negative_seconds(echo_proxy: TcpProxy) -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        echo_proxy.delay(-1)
+    assert echo_proxy.state is ProxyState.OPEN
+
+
+async def test_cut_during_delay_resets_and_clears_the_latency(echo_proxy: TcpProxy) -> None:
+    echo_proxy.delay(5.0)
+    reader, writer = await _connect(echo_proxy)
+    writer.write(b"x")
+    await writer.drain()
+    await _until(lambda: echo_proxy.open_connections == 1, "the link to open")
+    echo_proxy.cut()
+    assert echo_proxy.latency == 0.0
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), WAIT)
+    writer.close()
+    await _until(lambda: echo_proxy.open_connections == 0, "the link to close")
+    echo_proxy.restore()
+    assert await _roundtrip(echo_proxy) == b"ping"
+
+
 async def test_cut_during_stall_releases_the_held_connection(echo_proxy: TcpProxy) -> None:
     echo_proxy.stall()
     reader, writer = await _connect(echo_proxy)
@@ -158,6 +203,9 @@ async def test_real_postgresql_through_the_proxy() -> None:
 
         conn = await connect()
         assert await conn.fetchval("SELECT 1") == 1
+        proxy.delay(0.05)
+        assert await conn.fetchval("SELECT 2") == 2  # slower, still correct
+        proxy.restore()
 
         proxy.cut()
         with pytest.raises((OSError, asyncpg.PostgresConnectionError)):

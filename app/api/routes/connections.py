@@ -32,6 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: "Admin key needed (FORBIDDEN) or host outside DBPOOL_ALLOWED_HOSTS (HOST_NOT_ALLOWED)",
         404: "No such connection (CONNECTION_NOT_FOUND)",
         409: "Another connection has this name (CONNECTION_NAME_TAKEN)",
+        413: "Request body over the size limit (PAYLOAD_TOO_LARGE)",
         422: "A field or the id failed validation (VALIDATION_ERROR); details name each field",
         503: "The registry database cannot be reached (REGISTRY_UNAVAILABLE); Retry-After",
     }.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import QueryAccess
+from app.api.schemas.common import ErrorEnvelope
 from app.pools.metrics import CONTENT_TYPE, PoolMetrics
 
 __all__ = ["router"]
@@ -25,7 +26,10 @@ router = APIRouter(tags=["monitoring"])
         "`db_type`) plus dbpool's own; this process's pools only."
     ),
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}},
+        401: {"model": ErrorEnvelope, "description": "Missing or unknown bearer token"},
+    },
 )
 async def metrics(request: Request) -> Response:
     pool_metrics: PoolMetrics = request.app.state.pool_metrics

@@ -69,8 +69,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "(SET, BEGIN, DDL, an unknown kind ...), on a read-only connection (READ_ONLY)",
         404: "No such connection (CONNECTION_NOT_FOUND) or table (TABLE_NOT_FOUND)",
         409: "The connection is inactive (CONNECTION_INACTIVE)",
-        413: "The result passes DBPOOL_MAX_RESPONSE_BYTES or the transaction's total-row cap "
-        "(RESULT_TOO_LARGE)",
+        413: "Request body over the size limit (PAYLOAD_TOO_LARGE), or the result passes "
+        "DBPOOL_MAX_RESPONSE_BYTES or the transaction's total-row cap (RESULT_TOO_LARGE)",
         422: "A field failed validation (VALIDATION_ERROR): a missing parameter, more than "
         "one statement, unreadable SQL, transaction control inside /transaction",
         502: "The database refused the credentials (DB_AUTH_FAILED)",
