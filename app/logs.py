@@ -46,6 +46,34 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+# What SQLAlchemy's pool logs at ERROR, with a traceback, when it resets or closes a
+# connection that a hung-up client, a cut network or a killed backend already broke. The pool
+# then discards the connection, as designed (session_reset): normal traffic for a pool
+# service, so one WARNING line names it instead.
+_POOL_DISCARDS = (
+    "Exception during reset or similar",
+    "Exception terminating connection",
+    "Exception closing connection",
+)
+
+
+class _PoolDiscardFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.ERROR
+            and record.name.startswith(("sqlalchemy.pool", "app.pools."))
+            and isinstance(record.msg, str)
+            and record.msg.startswith(_POOL_DISCARDS)
+        ):
+            error = record.exc_info[1] if record.exc_info else None
+            cause = type(error).__name__ if error is not None else "unknown"
+            record.msg = f"connection discarded: {record.msg.split(' %', 1)[0].lower()} ({cause})"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
 
@@ -89,6 +117,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_PoolDiscardFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
