@@ -61,25 +61,20 @@ def _context(config: ConnectionConfig, *, verify: bool, check_name: bool) -> ssl
     return context
 
 
-def _verifying(config: ConnectionConfig, mode: str) -> ssl.SSLContext:
-    return _context(config, verify=True, check_name=mode == "verify-full")
+def _encrypting(config: ConnectionConfig, mode: str) -> ssl.SSLContext:
+    """The context of a mode that encrypts: ``require`` checks nothing, ``verify-ca`` the
+    chain, ``verify-full`` the chain and the registered host name."""
+    verify = mode in ("verify-ca", "verify-full")
+    return _context(config, verify=verify, check_name=mode == "verify-full")
 
 
 def pg_ssl(config: ConnectionConfig) -> ssl.SSLContext | str:
     """asyncpg's ``ssl`` argument: its own words for the modes that check nothing."""
     mode = ssl_mode(config.options, config.db_type)
-    if mode in ("disable", "prefer"):
-        return mode
-    if mode == "require":
-        return _context(config, verify=False, check_name=False)
-    return _verifying(config, mode)
+    return mode if mode in ("disable", "prefer") else _encrypting(config, mode)
 
 
 def mysql_ssl(config: ConnectionConfig) -> ssl.SSLContext | None:
     """aiomysql/asyncmy's ``ssl`` argument; ``prefer`` means no TLS there."""
     mode = ssl_mode(config.options, config.db_type)
-    if mode in ("disable", "prefer"):
-        return None
-    if mode == "require":
-        return _context(config, verify=False, check_name=False)
-    return _verifying(config, mode)
+    return None if mode in ("disable", "prefer") else _encrypting(config, mode)
