@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
 __all__ = [
+    "CONNECTION_FIELDS",
+    "MAX_CONNECTIONS_LIMIT",
+    "MAX_NAME_LENGTH",
+    "MAX_REPLICAS",
+    "NULLABLE_FIELDS",
     "PRIMARY_NODE",
+    "ROW_FIELDS",
     "SSL_MODES",
+    "UNVERSIONED_FIELDS",
+    "VIEW_FIELDS",
     "ConfigResolver",
     "ConnectionConfig",
+    "ConnectionFields",
     "DbType",
     "ReplicaNode",
     "SslMode",
@@ -73,29 +82,67 @@ class ReplicaNode:
     password: SecretStr | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionConfig:
-    """Everything needed to build one pool; immutable, the password hidden from ``repr``."""
+MAX_NAME_LENGTH = 100
+MAX_CONNECTIONS_LIMIT = 1000
+MAX_REPLICAS = 16
 
-    id: int
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionFields:
+    """The one list of a registration's fields: name, type and default of each.
+
+    ``ConnectionConfig`` (the pools' view) and the registry's ``NewConnection`` and
+    ``ConnectionRecord`` inherit it, and the conversions between them and the table row loop
+    over ``CONNECTION_FIELDS``. The ORM column, the migration and the API schemas are declared
+    where they live (each says more than a name and a type: SQL defaults, constraints,
+    descriptions) and ``tests/unit/test_connection_fields.py`` fails until they all follow.
+    """
+
     name: str
     db_type: DbType
     host: str
     port: int
     database: str
     username: str
-    password: SecretStr = field(repr=False)
+    is_active: bool = True
     max_connections: int = 10
     min_connections: int = 0
     connection_timeout: float = 30.0
     query_timeout: float = 60.0
     read_only: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    max_replica_lag_seconds: float | None = None
+
+
+CONNECTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ConnectionFields))
+"""Every field above, in order."""
+
+NULLABLE_FIELDS = frozenset(f.name for f in fields(ConnectionFields) if f.default is None)
+"""Fields a PATCH may set to null (those whose default is ``None``)."""
+
+UNVERSIONED_FIELDS = frozenset({"name", "description"})
+"""Changing only these leaves a live pool valid, so ``config_version`` stays put."""
+
+VIEW_FIELDS = ("password", "replicas")
+"""Registration fields whose form differs per view, so each view declares its own:
+``password`` (``SecretStr`` in, Fernet ciphertext at rest, never out) and ``replicas``
+(``ReplicaNode`` in, JSON at rest, ``ReplicaRecord`` out)."""
+
+ROW_FIELDS = ("id", "created_at", "updated_at", "config_version")
+"""Kept by the registry itself, never sent by a caller."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionConfig(ConnectionFields):
+    """Everything needed to build one pool; immutable, the password hidden from ``repr``."""
+
+    id: int
+    password: SecretStr = field(repr=False)
     config_version: int = 1
     # A small cluster: more servers of the same database. Roles (primary / replica) are
     # discovered from the servers, never taken from this list.
     replicas: tuple[ReplicaNode, ...] = ()
-    max_replica_lag_seconds: float | None = None
     # Which node of the registration this config addresses (see ``nodes()``).
     node: str = PRIMARY_NODE
     weight: int = 1

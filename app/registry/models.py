@@ -1,7 +1,9 @@
 """The ``external_db_connections`` table as a SQLAlchemy 2.x declarative model.
 
-The Alembic migration ``0001_external_db_connections`` creates the same table;
-``tests/integration/test_migrations.py`` proves the two agree.
+The Alembic migrations (``0001_external_db_connections`` and later) create the same table;
+``tests/integration/test_migrations.py`` proves the two agree. The registration's columns
+follow ``app.domain.ConnectionFields`` (names, defaults, nullability:
+``tests/unit/test_connection_fields.py``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.domain import ConnectionConfig, ReplicaNode
+from app.domain import (
+    CONNECTION_FIELDS,
+    NULLABLE_FIELDS,
+    UNVERSIONED_FIELDS,
+    VIEW_FIELDS,
+    ConnectionConfig,
+    ReplicaNode,
+)
 from app.errors import (
     ConnectionInactive,
     ConnectionNameTaken,
@@ -28,7 +35,13 @@ from app.errors import (
 from app.registry.crypto import SecretBox
 from app.registry.faults import translate_registry_faults
 from app.registry.models import ExternalDbConnection, utc_now
-from app.registry.records import ConnectionRecord, NewConnection, to_config, to_record
+from app.registry.records import (
+    ConnectionRecord,
+    NewConnection,
+    stored_values,
+    to_config,
+    to_record,
+)
 from app.registry.rules import (
     check_row,
     coerce_db_type,
@@ -38,16 +51,7 @@ from app.registry.rules import (
 
 __all__ = ["UPDATABLE_FIELDS", "ConnectionRecord", "ConnectionRepository", "NewConnection"]
 
-UPDATABLE_FIELDS = frozenset(
-    {
-        "name", "db_type", "host", "port", "database", "username", "password", "is_active",
-        "max_connections", "min_connections", "connection_timeout", "query_timeout",
-        "read_only", "options", "description", "replicas", "max_replica_lag_seconds",
-    }
-)  # fmt: skip
-# Changing only these leaves a live pool valid, so config_version stays put.
-_UNVERSIONED_FIELDS = frozenset({"name", "description"})
-_NULLABLE_FIELDS = frozenset({"description", "max_replica_lag_seconds"})
+UPDATABLE_FIELDS = frozenset((*CONNECTION_FIELDS, *VIEW_FIELDS))
 
 
 class ConnectionRepository:
@@ -65,26 +69,12 @@ class ConnectionRepository:
         """Register ``new``; ``ConnectionNameTaken`` when its name is in use."""
         now = utc_now()
         row = ExternalDbConnection(
-            name=new.name,
-            db_type=coerce_db_type(new.db_type),
-            host=new.host,
-            port=new.port,
-            database=new.database,
-            username=new.username,
+            **stored_values(new),
             password_encrypted=self._box.encrypt(new.password.get_secret_value()),
-            is_active=new.is_active,
-            max_connections=new.max_connections,
-            min_connections=new.min_connections,
-            connection_timeout=new.connection_timeout,
-            query_timeout=new.query_timeout,
-            read_only=new.read_only,
-            options=dict(new.options),
-            description=new.description,
+            replicas=self._stored_replicas(new.replicas, []),
             created_at=now,
             updated_at=now,
             config_version=1,
-            replicas=self._stored_replicas(new.replicas, []),
-            max_replica_lag_seconds=new.max_replica_lag_seconds,
         )
         check_row(row)
         with _integrity_errors(new.name):
@@ -135,7 +125,7 @@ class ConnectionRepository:
                     changed.add("password")
                 check_row(row)
                 row.updated_at = utc_now()
-                if changed - _UNVERSIONED_FIELDS:
+                if changed - UNVERSIONED_FIELDS:
                     # An SQL expression, so concurrent updates can never lose a bump.
                     row.config_version = ExternalDbConnection.config_version + 1
                     await session.flush()
@@ -276,7 +266,7 @@ def _split_changes(changes: Mapping[str, Any]) -> tuple[dict[str, Any], str | No
         raise ValidationFailed(f"unknown field {unknown[0]!r}", details={"field": unknown[0]})
     values = dict(changes)
     for key, value in values.items():
-        if value is None and key not in _NULLABLE_FIELDS:
+        if value is None and key not in NULLABLE_FIELDS:
             raise ValidationFailed(f"{key} cannot be null", details={"field": key})
     if "db_type" in values:
         values["db_type"] = coerce_db_type(values["db_type"])

@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.domain import DbType, ReplicaNode
+from app.domain import (
+    MAX_CONNECTIONS_LIMIT,
+    MAX_NAME_LENGTH,
+    MAX_REPLICAS,
+    DbType,
+    ReplicaNode,
+)
 from app.errors import ValidationFailed
 from app.registry.models import ExternalDbConnection
 
 __all__ = [
-    "MAX_REPLICAS",
     "check_row",
     "coerce_db_type",
     "new_replica_addresses",
     "require_password_for_new_server",
 ]
 
-MAX_NAME_LENGTH = 100
-MAX_CONNECTIONS_LIMIT = 1000
-MAX_REPLICAS = 16
 _DB_TYPES = frozenset(db_type.value for db_type in DbType)
 
 

@@ -3,6 +3,11 @@
 ``password`` is write-only: it exists on ``ConnectionCreate`` / ``ConnectionUpdate`` as a
 ``SecretStr`` and on no response schema. Cross-field rules that need the stored record
 (``minConnections <= maxConnections`` on PATCH, a new host needs the password) live in the route.
+
+Each schema declares its fields itself (the wire contract: constraints, defaults, descriptions,
+examples), and each covers exactly the fields of ``app.domain.ConnectionFields`` plus its own
+(``tests/unit/test_connection_fields.py``). What goes out is declared, never derived, so a field
+added to the domain is not returned until ``ConnectionPublic`` says so.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from pydantic import (
 )
 
 from app.api.schemas.common import ApiModel
-from app.domain import DbType, ReplicaNode, SslMode
+from app.domain import (
+    CONNECTION_FIELDS,
+    MAX_CONNECTIONS_LIMIT,
+    MAX_NAME_LENGTH,
+    MAX_REPLICAS,
+    NULLABLE_FIELDS,
+    VIEW_FIELDS,
+    DbType,
+    ReplicaNode,
+    SslMode,
+)
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -77,19 +92,20 @@ def _check_text(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_check_text)]
+Name = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_check_text)
+]
 Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_check_host)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_text)]
 Password = Annotated[SecretStr, Field(max_length=1024)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
-MaxConnections = Annotated[int, Field(ge=1, le=1000, strict=True)]
-MinConnections = Annotated[int, Field(ge=0, le=1000, strict=True)]
+MaxConnections = Annotated[int, Field(ge=1, le=MAX_CONNECTIONS_LIMIT, strict=True)]
+MinConnections = Annotated[int, Field(ge=0, le=MAX_CONNECTIONS_LIMIT, strict=True)]
 Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
 Description = Annotated[str, Field(max_length=1000)]
 Weight = Annotated[int, Field(ge=1, le=100, strict=True)]
 MaxLag = Annotated[float, Field(gt=0, le=86400)]
-MAX_REPLICAS = 16
 _LAG_HELP = (
     "`auto` reads skip a replica whose measured lag is past this many seconds (or that cannot "
     "be measured); null: no bound"
@@ -258,23 +274,9 @@ class ConnectionUpdate(ApiModel):
     )
     max_replica_lag_seconds: MaxLag | None = Field(default=None, description=_LAG_HELP)
 
-    @field_validator(
-        "name",
-        "db_type",
-        "host",
-        "port",
-        "database",
-        "username",
-        "password",
-        "is_active",
-        "max_connections",
-        "min_connections",
-        "connection_timeout",
-        "query_timeout",
-        "read_only",
-        "options",
-        "replicas",
-    )
+    # Every registration field but the nullable ones: a field of ``ConnectionFields`` missing
+    # here fails at import ("Decorators defined with incorrect fields").
+    @field_validator(*(f for f in (*CONNECTION_FIELDS, *VIEW_FIELDS) if f not in NULLABLE_FIELDS))
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Defaults are not validated, so this only fires on an explicit JSON null.
