@@ -121,7 +121,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool_metrics = pool_metrics
         app.state.housekeeper = housekeeper
         app.state.readiness = ReadinessCheck(engine)
-        app.state.parts = ApiParts(settings, repository, pool_manager, history, tracing)
+        app.state.parts = ApiParts(settings, repository, pool_manager, history)
         logger.info("dbpool %s started", __version__)
         yield
         logger.info("dbpool stopping")

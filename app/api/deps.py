@@ -23,7 +23,6 @@ from app.pools.history import HistorySampler
 from app.pools.manager import PoolManager
 from app.registry.repository import ConnectionRepository
 from app.settings import Settings
-from app.tracing import NO_TRACING, Tracing
 
 __all__ = [
     "AdminAccess",
@@ -44,7 +43,6 @@ class ApiParts:
     repository: ConnectionRepository
     pools: PoolManager
     history: HistorySampler
-    tracing: Tracing = NO_TRACING
 
 
 class BearerAuth(HTTPBearer):

@@ -2,12 +2,15 @@
 
 ``PoolManager`` owns the set; a ``ManagedPool`` owns one engine (built by
 ``engine_factory``), guarded by a ``FairGate`` and a ``CircuitBreaker``; a registration with
-replicas gets a ``PoolCluster`` of them, one per node, routed by role.
+replicas gets a ``PoolCluster`` of them, one per node, routed by role. A request's work runs
+through ``PoolManager.run`` (it sees its node as a ``QueryNode``) and learns which node
+answered (``NodeRef``, for a cluster).
 """
 
 from app.pools.breaker import CircuitBreaker
-from app.pools.cluster import PoolCluster
+from app.pools.cluster import NodeRef, PoolCluster
 from app.pools.engine_factory import build_engine
+from app.pools.execute import QueryNode
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
@@ -19,10 +22,12 @@ __all__ = [
     "GateFull",
     "GateTimeout",
     "ManagedPool",
+    "NodeRef",
     "PoolCluster",
     "PoolManager",
     "PoolSnapshot",
     "PoolState",
     "PoolStats",
+    "QueryNode",
     "build_engine",
 ]

@@ -1,5 +1,6 @@
 """The set of live pools: connection id -> ``ManagedPool`` (a ``PoolCluster`` of them when the
-registration has replicas), built lazily, single flight.
+registration has replicas), built lazily, single flight; and :meth:`PoolManager.run`, the one
+call a route makes to run a request's work on a registration (``app.pools.execute``).
 
 Decisions (which pool is current, which are stale) are taken under one ``asyncio.Lock``;
 I/O (asking the registry, disposing engines) happens outside it. A replaced pool is
@@ -12,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from app.domain import ConfigResolver, ConnectionConfig
-from app.pools.cluster import PoolCluster
+from app.domain import ConfigResolver, ConnectionConfig, DbType
+from app.pools.cluster import NodeRef, PoolCluster, Target
+from app.pools.execute import Work, measured
 from app.pools.gate import FairGate
 from app.pools.managed_pool import ManagedPool
 from app.pools.recorder import NOP, MetricsRecorder
@@ -29,6 +32,8 @@ AnyPool = ManagedPool | PoolCluster
 """A registration's pool: one node's, or a cluster of node pools when it has replicas."""
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _BUILD_ATTEMPTS = 3
 
@@ -73,6 +78,29 @@ class PoolManager:
         assert pool is not None
         pool.touch()
         return pool
+
+    async def run(
+        self,
+        connection_id: int,
+        work: Work[T],
+        *,
+        operation: str,
+        statements: Sequence[str] = (),
+        target: Target = "auto",
+        read: bool | Callable[[DbType], bool] = False,
+    ) -> tuple[T, NodeRef | None]:
+        """``work`` on one connection of the registration's pool, and which node answered
+        (``None`` for a single-node registration: its one node, no routing, no analysis).
+        With replicas, ``target`` and ``read`` (a flag, or asked of the analyser only when
+        needed) pick the node. A connection found dead before anything was sent is replaced
+        once; failures are logged and counted, the work traced as ``operation`` on
+        ``statements`` (``execute.measured``)."""
+        pool = await self.get(connection_id)
+        on_node = measured(work, self._tracing, operation, statements)
+        if isinstance(pool, ManagedPool):
+            return await pool.run(lambda conn: on_node(pool, conn)), None
+        reads = read(pool.config.db_type) if callable(read) else read
+        return await pool.route(on_node, target=target, read=reads)
 
     def _builder(self, connection_id: int) -> asyncio.Task[AnyPool]:
         task = self._building.get(connection_id)

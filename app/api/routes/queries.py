@@ -1,10 +1,12 @@
 """Running SQL on a registered connection: query, transaction, tables, rows, test.
 
-Each request holds exactly one pooled connection, released when the response is ready.
+Each request is one call to the pool layer (``PoolManager.run``), which lends one pooled
+connection (released when the response is ready), picks the node, retries a connection found
+dead before sending, and counts, logs and traces the work; this module builds the work and the
+response.
 A statement still running after ``WATCH_AFTER_SECONDS`` gets a watcher on its client: a
 disconnect cancels the work, and the query path then cancels the statement on the server
 and discards the connection.
-Failures are logged (id, code, request id; never SQL parameters) and counted per pool.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.deps import ApiParts, ConnectionId, QueryParts
+from app.api.deps import ConnectionId, QueryParts
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
@@ -33,10 +35,9 @@ from app.api.schemas.queries import (
 )
 from app.domain import DbType
 from app.errors import DbPoolError
+from app.pools import NodeRef, QueryNode
 from app.pools.budget import ResultBudget
 from app.pools.catalogue import can_write, list_tables, read_rows
-from app.pools.cluster import Target
-from app.pools.managed_pool import ManagedPool
 from app.pools.query import (
     QueryResult,
     Statement,
@@ -44,10 +45,8 @@ from app.pools.query import (
     run_query,
     run_transaction,
 )
-from app.pools.stale import SentNothing
 from app.settings import Settings
 from app.sql import analyse
-from app.tracing import Tracing
 
 __all__ = ["router"]
 
@@ -84,57 +83,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix=PREFIX, tags=["queries"], responses=_ERRORS)
 
-Work = Callable[[ManagedPool, AsyncConnection], Awaitable[T]]
-
 
 def _max_rows(requested: int | None, settings: Settings) -> int:
     return min(requested or DEFAULT_MAX_ROWS, settings.max_rows)
 
 
-async def _on_connection(
-    parts: ApiParts,
-    connection_id: int,
-    work: Work[T],
-    operation: str,
-    statements: Sequence[str] = (),
-    *,
-    target: Target = "auto",
-    read: bool | Callable[[DbType], bool] = False,
-) -> tuple[T, dict[str, str] | None]:
-    """``work`` on one connection of the registration's pool, and which node answered
-    (``None`` for a single-node registration: its one node, no routing, no analysis).
-    With replicas, ``target`` and ``read`` (a flag, or asked of the analyser only when
-    needed) pick the node. Failures are logged and counted; traced as ``operation`` on
-    ``statements`` (the caller's SQL; none for our own catalogue reads)."""
-    pool = await parts.pools.get(connection_id)
-    measured = _measured_on(work, parts.tracing, operation, statements)
-    if isinstance(pool, ManagedPool):
-        return await pool.run(lambda conn: measured(pool, conn)), None
-    reads = read(pool.config.db_type) if callable(read) else read
-    result, node = await pool.route(measured, target=target, read=reads)
-    return result, {"id": node.id, "role": node.role}
-
-
-def _measured_on(work: Work[T], tracing: Tracing, operation: str,
-                 statements: Sequence[str]) -> Work[T]:
-    return lambda node, conn: _measured(work, node, conn, tracing, operation, statements)
-
-
-async def _measured(work: Work[T], pool: ManagedPool, conn: AsyncConnection,
-                    tracing: Tracing, operation: str, statements: Sequence[str]) -> T:
-    started = time.perf_counter()
-    try:
-        with tracing.query_span(pool.config, operation, statements):
-            return await work(pool, conn)
-    except SentNothing:
-        raise  # not a query failure: the pool retries on a fresh connection
-    except DbPoolError as exc:
-        pool.record_query_error(exc.code)
-        log.warning("query failed", extra={"connection_id": pool.config.id, "code": exc.code,
-                                           "node": pool.config.node})
-        raise
-    finally:
-        pool.record_query(time.perf_counter() - started)
+def _node(ref: NodeRef | None) -> dict[str, str] | None:
+    return None if ref is None else {"id": ref.id, "role": ref.role}
 
 
 class _DisconnectWatch:
@@ -210,17 +165,17 @@ async def query(
     request: Request,
     parts: QueryParts,
 ) -> Envelope[QueryResultPublic] | Response:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> tuple[QueryResult, bytes]:
+    async def work(node: QueryNode, conn: AsyncConnection) -> tuple[QueryResult, bytes]:
         budget = ResultBudget(parts.settings.max_response_bytes, keep_json=True)
         result = await run_query(
             conn,
-            pool.config,
+            node.config,
             body.sql,
             body.params,
             max_rows=_max_rows(body.max_rows, parts.settings),
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
-            discard=pool.discard,
+            discard=node.discard,
             budget=budget,
         )
         return result, budget.rows_json()
@@ -229,11 +184,11 @@ async def query(
         return analyse(body.sql, db_type).read_only
 
     async def answer() -> Response:
-        (result, rows_json), node = await _on_connection(
-            parts, connection_id, work, "query", (body.sql,), target=body.target,
-            read=reads if body.target == "auto" else False,
+        (result, rows_json), node = await parts.pools.run(
+            connection_id, work, operation="query", statements=(body.sql,),
+            target=body.target, read=reads if body.target == "auto" else False,
         )
-        return _query_response(result, rows_json, node)
+        return _query_response(result, rows_json, _node(node))
 
     return await _watched(request, answer())
 
@@ -278,32 +233,34 @@ async def transaction(
 ) -> Envelope[TransactionResultPublic] | Response:
     statements = [Statement(sql=s.sql, params=s.params) for s in body.statements]
 
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> TransactionResult:
+    async def work(node: QueryNode, conn: AsyncConnection) -> TransactionResult:
         return await run_transaction(
             conn,
-            pool.config,
+            node.config,
             statements,
             max_rows=_max_rows(body.max_rows, parts.settings),
             isolation_level=body.isolation_level,
             read_only=body.read_only,
             timeout_seconds=body.timeout_seconds,
             row_format=body.row_format,
-            discard=pool.discard,
+            discard=node.discard,
             budget=ResultBudget(parts.settings.max_response_bytes,
                                 parts.settings.transaction_row_cap),
         )
 
     async def answer() -> Envelope[TransactionResultPublic]:
         # A read-only transaction may go to a replica; any other to the primary.
-        result, node = await _on_connection(parts, connection_id, work, "transaction",
-                                            [s.sql for s in statements], read=body.read_only)
+        result, node = await parts.pools.run(
+            connection_id, work, operation="transaction",
+            statements=[s.sql for s in statements], read=body.read_only,
+        )
         data = TransactionResultPublic(
             results=[
                 StatementResultPublic.model_validate(r, from_attributes=True)
                 for r in result.results
             ],
             duration_ms=result.duration_ms,
-            node=None if node is None else NodePublic.model_validate(node),
+            node=None if node is None else NodePublic.model_validate(_node(node)),
         )
         return Envelope(data=data, message=f"{len(result.results)} statements committed")
 
@@ -318,14 +275,14 @@ async def transaction(
 async def tables(
     connection_id: ConnectionId, parts: QueryParts
 ) -> Envelope[list[TablePublic]]:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> Envelope[list[TablePublic]]:
+    async def work(node: QueryNode, conn: AsyncConnection) -> Envelope[list[TablePublic]]:
         found = await list_tables(
-            conn, pool.config, max_rows=parts.settings.max_rows, discard=pool.discard
+            conn, node.config, max_rows=parts.settings.max_rows, discard=node.discard
         )
         data = [TablePublic(schema=t.schema, name=t.name, type=t.type) for t in found]
         return Envelope(data=data, message=f"{len(data)} tables")
 
-    envelope, _ = await _on_connection(parts, connection_id, work, "tables", read=True)
+    envelope, _ = await parts.pools.run(connection_id, work, operation="tables", read=True)
     return envelope
 
 
@@ -342,21 +299,21 @@ async def table_rows(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     schema: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Envelope[QueryResultPublic]:
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> QueryResult:
+    async def work(node: QueryNode, conn: AsyncConnection) -> QueryResult:
         return await read_rows(
             conn,
-            pool.config,
+            node.config,
             table,
             schema=schema,
             limit=min(limit, parts.settings.max_rows),
             offset=offset,
-            discard=pool.discard,
+            discard=node.discard,
             budget=ResultBudget(parts.settings.max_response_bytes),
         )
 
-    result, node = await _on_connection(parts, connection_id, work, "rows", read=True)
+    result, node = await parts.pools.run(connection_id, work, operation="rows", read=True)
     data = QueryResultPublic.model_validate(result, from_attributes=True)
-    data.node = None if node is None else NodePublic.model_validate(node)
+    data.node = None if node is None else NodePublic.model_validate(_node(node))
     return Envelope(data=data, message=f"{result.row_count} rows")
 
 
@@ -376,16 +333,16 @@ async def test_connection(
 ) -> Envelope[ConnectionTestPublic]:
     started = time.perf_counter()
 
-    async def work(pool: ManagedPool, conn: AsyncConnection) -> tuple[str, bool | None]:
-        config = pool.config
+    async def work(node: QueryNode, conn: AsyncConnection) -> tuple[str, bool | None]:
+        config = node.config
         sql = "SHOW server_version" if config.db_type is DbType.POSTGRESQL else "SELECT VERSION()"
         result = await run_query(
-            conn, config, sql, max_rows=1, row_format="array", discard=pool.discard
+            conn, config, sql, max_rows=1, row_format="array", discard=node.discard
         )
-        return str(result.rows[0][0]), await can_write(conn, config, discard=pool.discard)
+        return str(result.rows[0][0]), await can_write(conn, config, discard=node.discard)
 
-    (version, writable), _ = await _on_connection(parts, connection_id, work, "test",
-                                                  target="primary")
+    (version, writable), _ = await parts.pools.run(connection_id, work, operation="test",
+                                                   target="primary")
     latency = round((time.perf_counter() - started) * 1000, 3)
     data = ConnectionTestPublic(ok=True, latency_ms=latency, server_version=version,
                                 can_write=writable)
