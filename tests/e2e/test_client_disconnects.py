@@ -154,6 +154,10 @@ def test_clients_hanging_up_leave_no_error_no_statement_no_leak(
         created = http.post(CONNECTIONS, json=db.body(f"e2e-{marker}"))
         assert created.status_code == 201, created.text
         cid = created.json()["data"]["id"]
+        # Build the pool first: on a loaded machine a first build can outlast every
+        # client's patience, and pool-status would then have no pool to show.
+        warm = http.post(f"{CONNECTIONS}/{cid}/query", json={"sql": "SELECT 1 AS one"})
+        assert warm.status_code == 200, warm.text
         asyncio.run(_rounds(server.base_url, cid, db, marker))
         entry = http.get(f"{CONNECTIONS}/{cid}/pool-status").json()["data"]
         assert (entry["activeConnections"], entry["waitingRequests"]) == (0, 0), entry
