@@ -9,12 +9,17 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   the protocol's CancelRequest (no login, not a session) and the reset on return waits for
   the server to acknowledge it, so the connection also comes back clean. A connection that
   must be discarded is closed gracefully: the server hangs up once the backend is gone.
-- MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection. It goes over a
-  connection of the same pool in a free slot (an idle one, or one opened in that slot).
-  Only when every slot is busy does it use one short-lived extra connection (``side``), at
-  most one per pool at a time: the one documented excess over ``max_connections``. The
-  connection that ran the statement is then discarded, and its slot is freed only once the
-  server no longer lists its session.
+- MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection, and that connection is
+  always one of the pool's own, in a slot of its gate: never an extra one. The statement's
+  connection is closed at once but keeps its slot; the kill takes a free slot, or waits for
+  the next one to be freed, ahead of every request (``FairGate.acquire(first=True)``), for
+  at most the session's own statement limit (``query_timeout``) plus a margin: if no slot
+  comes, the server's limit has ended the statement by then, and the closed socket its
+  session. Otherwise the statement is killed, and both slots (the killer's and the
+  statement's) stay held until the server no longer lists the session, or the kill's hard
+  limit passes. A caller waits at most ``timeout`` for all this; past that it goes on in
+  the background, still holding both slots (``release_after``), so a kill the server is
+  slow to answer never lets a new session open next to the sessions it has not ended yet.
 
 Every step is bounded in time; failing to cancel is logged, never raised.
 """
@@ -24,21 +29,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig, DbType
-from app.pools.drivers import adapter_of
-from app.pools.gate import FairGate
+from app.pools.drivers import MySqlAdapter, adapter_of
+from app.pools.gate import FairGate, GateTimeout
 
 __all__ = ["Canceller", "backend_id"]
 
 log = logging.getLogger(__name__)
 
-_GONE_POLL = 0.02
+_GONE_POLL = (0.02, 0.2)  # seconds between two looks at the session list: first, at most
+_SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit, the statement has ended
 
 
 def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
@@ -57,21 +63,31 @@ def _driver(conn: AsyncConnection) -> Any | None:
 
 
 class Canceller:
-    """Discards one pool's connections, stopping what they run first (MySQL/MariaDB)."""
+    """Discards one pool's connections, stopping what they run first (MySQL/MariaDB),
+    within the pool's gate."""
 
     def __init__(self, config: ConnectionConfig, engine: AsyncEngine, gate: FairGate, *,
-                 timeout: float, side: Callable[[], AsyncEngine]) -> None:
+                 timeout: float) -> None:
         self._config = config
         self._engine = engine
         self._gate = gate
         self._timeout = timeout
-        self._new_side = side
-        self._side: AsyncEngine | None = None  # built on first need
-        self._side_lock = asyncio.Lock()  # at most one extra connection per pool
+        # How long a kill waits for a slot: by then the session's own limit has fired.
+        self.slot_wait = config.query_timeout + _SERVER_LIMIT_MARGIN
+        # How long a kill, once it has its slot, may hold it: the statement has ended by
+        # then whatever the kill does, so the server answers unless its link is gone.
+        self.hard_limit = config.query_timeout + 2 * timeout + _SERVER_LIMIT_MARGIN
+        self._stops: dict[AsyncConnection, asyncio.Task[None]] = {}
+
+    @property
+    def busy(self) -> int:
+        """Kills still running (each holds its statement's slot, and maybe one more)."""
+        return len(self._stops)
 
     async def discard(self, conn: AsyncConnection) -> None:
-        """Make sure ``conn`` is never reused: stop its statement (MySQL/MariaDB), close it,
-        and return once the server no longer lists its session (bounded)."""
+        """Make sure ``conn`` is never reused: close it and stop its statement on the server
+        (MySQL/MariaDB). Returns within about ``timeout``; a stop still running then goes on
+        in the background, and the caller hands ``conn``'s slot to ``release_after``."""
         driver = _driver(conn)
         if not self._config.db_type.is_mysql_family:
             await self._close_pg(driver)
@@ -81,16 +97,78 @@ class Canceller:
         if thread is None:
             await self._invalidate(conn)
             return
+        # The socket closes now (its session ends as soon as its statement does), but the
+        # pool's record of it stays checked out until the session is gone: invalidated
+        # earlier, SQLAlchemy would hand the record to the next checkout (the kill's own,
+        # first of all), which would open a new session next to this one.
+        _hang_up(driver)
+        task = asyncio.create_task(self._stop(conn, thread))
+        self._stops[conn] = task
+        task.add_done_callback(lambda _: self._stops.pop(conn, None))
+        with suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(task)
+            return
+        log.info("the server has not confirmed the statement stopped yet; its slot stays "
+                 "held until it does", extra={"pool": self._config.pool_name})
+
+    def take_over(self, conn: AsyncConnection, release: Callable[[], None]) -> bool:
+        """While the stop of ``conn``'s statement runs: it closes ``conn`` and frees its slot
+        (``release``) when done, and this returns True; otherwise False (nothing taken)."""
+        task = self._stops.get(conn)
+        if task is None or task.done():
+            return False
+        task.add_done_callback(lambda _: release())
+        return True
+
+    async def aclose(self, grace: float) -> None:
+        """Give running stops up to ``grace`` seconds, then cancel them (shutdown)."""
+        tasks = list(self._stops.values())
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=max(grace, 0.0))
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=self._timeout)
+
+    async def _stop(self, conn: AsyncConnection, thread: int) -> None:
         try:
-            async with asyncio.timeout(self._timeout), self._killer() as killer:
-                alive = await _kill_query(killer, thread)
-                await self._invalidate(conn)
-                if alive:
-                    await self._wait_gone(killer, thread)
+            await self._kill_in_a_slot(thread)
+        finally:
+            await self._invalidate(conn)  # its record goes back to the pool, empty
+
+    async def _kill_in_a_slot(self, thread: int) -> None:
+        try:
+            await self._gate.acquire(self.slot_wait, first=True)
+        except GateTimeout:
+            log.info("no slot came free to stop a statement; the server's own statement "
+                     "limit has ended it", extra={"pool": self._config.pool_name})
+            return
+        try:
+            async with asyncio.timeout(self.hard_limit):
+                await self._kill(thread)
         except Exception as exc:
             log.warning("stopping a statement on the server failed",
                         extra={"pool": self._config.pool_name, "error": type(exc).__name__})
-        await self._invalidate(conn)  # a no-op when done above
+        finally:
+            self._gate.release()
+
+    async def _kill(self, thread: int) -> None:
+        """``KILL QUERY`` on a connection of the pool's own (the caller holds its slot), then
+        wait until the server no longer lists the session."""
+        conn = await self._engine.connect()
+        try:
+            killer = (await conn.get_raw_connection()).driver_connection
+            if await _kill_query(killer, thread):
+                await self._wait_gone(killer, thread)
+        except BaseException:
+            await self._invalidate(conn)  # mid-kill: never reset, never reused
+            raise
+        finally:
+            with suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await conn.close()
 
     async def _close_pg(self, driver: Any | None) -> None:
         """asyncpg's graceful close: Terminate, then wait for the server to hang up, which it
@@ -100,41 +178,24 @@ class Canceller:
         with suppress(Exception):
             await driver.close(timeout=self._timeout)
 
-    @asynccontextmanager
-    async def _killer(self) -> AsyncIterator[Any]:
-        """A driver connection to send the kill on: one of the pool's, in a free slot; else
-        the one extra connection."""
-        if self._gate.try_acquire():
-            try:
-                async with self._engine.connect() as conn:
-                    yield (await conn.get_raw_connection()).driver_connection
-            finally:
-                self._gate.release()
-            return
-        async with self._side_lock:
-            if self._side is None:
-                self._side = self._new_side()
-            async with self._side.connect() as conn:
-                log.info("every connection is busy: the kill uses the pool's one extra "
-                         "connection", extra={"pool": self._config.pool_name})
-                yield (await conn.get_raw_connection()).driver_connection
-
-    async def aclose(self) -> None:
-        """Dispose the extra connection's engine, if it was ever built."""
-        if self._side is not None:
-            await self._side.dispose()
-
     async def _wait_gone(self, killer: Any, thread: int) -> None:
+        """Until the server no longer lists ``thread`` (the caller bounds it)."""
         sql = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {int(thread)}"
-        for _ in range(round(self._timeout / _GONE_POLL) + 1):  # polled: nothing to wait on
-            if not (await _fetch_one(killer, sql))[0]:
-                return
-            await asyncio.sleep(_GONE_POLL)
+        pause = _GONE_POLL[0]
+        while (await _fetch_one(killer, sql))[0]:  # polled: nothing to wait on
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _GONE_POLL[1])
 
     async def _invalidate(self, conn: AsyncConnection) -> None:
         with suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await conn.invalidate()
+
+
+def _hang_up(driver: Any) -> None:
+    adapter = adapter_of(driver)
+    if isinstance(adapter, MySqlAdapter):
+        adapter.hang_up(driver)
 
 
 async def _kill_query(driver: Any, thread: int) -> bool:

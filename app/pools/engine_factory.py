@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
 from app.domain import ConnectionConfig, DbType
@@ -29,7 +29,7 @@ from app.pools.tls import mysql_ssl, pg_ssl
 from app.pools.translate import translate_error
 from app.settings import Settings
 
-__all__ = ["OnRefused", "build_engine", "build_side_engine", "connect_args", "engine_url"]
+__all__ = ["OnRefused", "build_engine", "connect_args", "engine_url"]
 
 OnRefused = Callable[[HostNotAllowed], None]
 
@@ -151,24 +151,6 @@ def build_engine(
     attach_session_events(engine, config)
     _check_allowlist(engine, config, settings, on_refused, resolve)
     _translate_errors(engine, config)
-    return engine
-
-
-def build_side_engine(
-    config: ConnectionConfig, settings: Settings, *, resolve: Resolve = system_resolve
-) -> AsyncEngine:
-    """An engine without a pool (each connection closes on return), for the one extra
-    connection a MySQL/MariaDB pool may use to stop a statement when every slot is busy.
-    Same address checks, TLS and session set-up as the pool's own engine."""
-    engine = create_async_engine(
-        engine_url(config, settings),
-        connect_args=connect_args(config),
-        poolclass=NullPool,
-        hide_parameters=True,
-        logging_name=f"{config.pool_name}/side",
-    )
-    attach_session_events(engine, config)
-    _check_allowlist(engine, config, settings, None, resolve)
     return engine
 
 

@@ -12,6 +12,10 @@ One gate serves one registered connection across pool generations (the pool mana
 a rebuilt pool its predecessor's gate), so a pool still finishing its in-flight work and
 its replacement together never hold more than ``capacity`` connections. ``resize`` follows a
 changed ``maxConnections``; holders beyond a lowered capacity give their slots up on release.
+
+``acquire(timeout, first=True)`` queues ahead of every request (in arrival order among such
+waiters) and is never refused for a full queue: the pool uses it for the connection that
+stops a statement on the server, which frees a slot as soon as it runs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class FairGate:
         self._max_waiting = max(0, max_waiting)
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._first: deque[asyncio.Future[None]] = deque()  # served before ``_waiters``
 
     @property
     def capacity(self) -> int:
@@ -58,27 +63,29 @@ class FairGate:
 
     def try_acquire(self) -> bool:
         """Take a slot only if one is free and nobody is queued (never overtakes)."""
-        if self._in_use < self._capacity and not self._waiters:
+        if self._in_use < self._capacity and not self._waiters and not self._first:
             self._in_use += 1
             return True
         return False
 
-    async def acquire(self, timeout: float) -> None:  # noqa: ASYNC109 (the contract)
-        """Wait for a slot in arrival order.
+    async def acquire(self, timeout: float, *, first: bool = False) -> None:  # noqa: ASYNC109
+        """Wait for a slot in arrival order (``first``: ahead of every request, never refused
+        for a full queue).
 
         ``GateFull`` at once when the queue is full, ``GateTimeout`` after ``timeout``.
         """
         if self.try_acquire():
             return
-        if len(self._waiters) >= self._max_waiting:
+        queue = self._first if first else self._waiters
+        if not first and len(self._waiters) >= self._max_waiting:
             raise GateFull(f"{len(self._waiters)} requests already waiting")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        queue.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except BaseException as exc:
-            self._abandon(waiter)
+            self._abandon(waiter, queue)
             if isinstance(exc, TimeoutError):
                 raise GateTimeout(f"no slot within {timeout:g} s") from None
             raise
@@ -102,21 +109,22 @@ class FairGate:
             self._in_use += 1
 
     def _hand_over(self) -> bool:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return True
+        for queue in (self._first, self._waiters):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return True
         return False
 
-    def _abandon(self, waiter: asyncio.Future[None]) -> None:
+    def _abandon(self, waiter: asyncio.Future[None], queue: deque[asyncio.Future[None]]) -> None:
         if waiter.done() and not waiter.cancelled():
             # The slot was handed over just as we gave up: pass it on, never leak it.
             self.release()
             return
         waiter.cancel()
         with contextlib.suppress(ValueError):  # already popped by release()
-            self._waiters.remove(waiter)
+            queue.remove(waiter)
 
     def __repr__(self) -> str:
         return (

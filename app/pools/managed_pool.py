@@ -32,7 +32,7 @@ from app.pools.accounting import PoolAccounting
 from app.pools.allowlist import Resolve, system_resolve
 from app.pools.breaker import CircuitBreaker
 from app.pools.cancel import Canceller
-from app.pools.engine_factory import build_engine, build_side_engine
+from app.pools.engine_factory import build_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
 from app.pools.probe import Prober
@@ -82,10 +82,7 @@ class ManagedPool:
         )
         self._gate = gate or FairGate(config.max_connections, settings.max_waiting_per_pool)
         self._in_flight = 0  # requests of THIS pool at the (maybe shared) gate or holding
-        self._canceller = Canceller(
-            config, self.engine, self._gate, timeout=self._hygiene,
-            side=lambda: build_side_engine(config, settings, resolve=resolve),
-        )
+        self._canceller = Canceller(config, self.engine, self._gate, timeout=self._hygiene)
         self._breaker = CircuitBreaker(
             config.pool_name, clock=clock,
             probe_max_interval=settings.probe_max_interval_seconds,
@@ -311,6 +308,12 @@ class ManagedPool:
         await asyncio.shield(task)
 
     async def _return(self, conn: AsyncConnection) -> None:
+        if self._canceller.take_over(conn, self._gate.release):
+            # Its statement is still being stopped on the server: the stop closes it and
+            # frees the slot once the session is gone.
+            self._holders.discard(conn)
+            self._in_flight -= 1
+            return
         try:
             if self._closing:  # replaced or shutting down: its slot goes to the successor
                 with suppress(Exception):  # nothing runs on it: closed, no kill needed
@@ -326,8 +329,9 @@ class ManagedPool:
             self._gate.release()
 
     async def discard(self, conn: AsyncConnection) -> None:
-        """Never reuse ``conn``: what it runs is stopped on the server (MySQL/MariaDB), it is
-        closed, and this returns once its session is gone (``cancel.Canceller``)."""
+        """Never reuse ``conn``: it is closed and what it runs is stopped on the server
+        (MySQL/MariaDB); its slot stays held until its session is gone (``cancel.Canceller``).
+        """
         await self._canceller.discard(conn)
 
     def record_query_error(self, code: str) -> None:
@@ -423,7 +427,7 @@ class ManagedPool:
         await self._prober.aclose()
         started = self._clock()
         await self._idle.close_all()
-        while self._in_flight or self._releases:
+        while self._in_flight or self._releases or self._canceller.busy:
             if self._clock() - started >= grace:
                 break
             await asyncio.sleep(_DRAIN_POLL)
@@ -433,10 +437,10 @@ class ManagedPool:
                         extra={"pool": self.config.pool_name, "in_use": len(self._holders)})
             for conn in list(self._holders):
                 await self.discard(conn)
+        await self._canceller.aclose(grace - (self._clock() - started))
         try:
             async with asyncio.timeout(max(self._hygiene, 1.0)):
                 await self.engine.dispose()
-                await self._canceller.aclose()
         except Exception:
             log.warning("disposing the engine failed", exc_info=True,
                         extra={"pool": self.config.pool_name})

@@ -170,7 +170,7 @@ async def _guarded(runner: Runner, work: Awaitable[T], seconds: float,
         raise QueryTimeout(f"The statement ran past its timeout of {seconds:g} s and was "
                            "cancelled", details={"timeoutSeconds": seconds}) from None
     except SentNothing:
-        await _shielded((discard or invalidate)(runner.conn))  # nothing runs on the server
+        await _shielded(invalidate(runner.conn))  # nothing runs on the server: no kill
         raise
     except ResultTooLarge:
         if runner.unread:  # stopped reading mid-result: rows remain on the wire
@@ -180,13 +180,13 @@ async def _guarded(runner: Runner, work: Awaitable[T], seconds: float,
         if not isinstance(exc, DatabaseError) or exc.code in _CLEAN_CODES:
             raise  # ours, raised before or after a statement that left the session clean
         if runner.refused_first_send(exc.__cause__):
-            await _shielded((discard or invalidate)(runner.conn))
+            await _shielded(invalidate(runner.conn))
             raise SentNothing("the connection was closed before the statement was sent") from exc
         await _shielded(runner.abandon(discard))
         raise
     except Exception as exc:
         if runner.refused_first_send(exc):
-            await _shielded((discard or invalidate)(runner.conn))
+            await _shielded(invalidate(runner.conn))
             raise SentNothing("the connection was closed before the statement was sent") from exc
         error = runner.translate(exc)
         if error.code not in _CLEAN_CODES:

@@ -1,0 +1,163 @@
+"""A MariaDB ``KILL QUERY`` never takes a pool's login past ``maxConnections``.
+
+A statement whose client hung up must be killed from another session. That session is one
+of the pool's own, in a slot of its gate, and both it and the killed statement's session
+keep their slots until the server no longer lists the statement's session:
+
+- with every slot busy, the kill waits for the next slot freed (no extra connection);
+- with a kill the server (here: its network path) is slow to answer, the request is
+  answered in time but neither slot is freed early, so no new session opens next to
+  sessions the server still runs.
+
+The pool's login is made for the test; a thread samples ``information_schema.PROCESSLIST``
+for it as fast as the server answers, throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.faults.test_query_timeouts import _asgi_post_then_disconnect, sleep_sql
+from tests.support import dbs
+from tests.support.proxy import TcpProxy
+from tests.support.query import BASE, Api, api, query_registry, running_statements, unique
+
+__all__ = ["api", "query_registry"]  # fixtures
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+
+MAX = 2
+SAMPLE_LIMIT_S = 60.0  # the sampler's own bound
+
+
+class SessionSampler:
+    """Counts the sessions of one login in a thread, back to back; keeps the peak and what
+    the server listed at that moment."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.peak = 0
+        self.at_peak: list[tuple[object, ...]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = dbs.my_admin()
+        deadline = time.monotonic() + SAMPLE_LIMIT_S
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT ID, COMMAND, INFO FROM information_schema.PROCESSLIST "
+                                "WHERE USER = %s", (self.user,))
+                    rows = list(cur.fetchall())
+                self.samples += 1
+                if len(rows) > self.peak:
+                    self.peak, self.at_peak = len(rows), rows
+        finally:
+            conn.close()
+
+    def __enter__(self) -> SessionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def verdict(self) -> str:
+        return f"the server listed {self.peak} sessions of the pool (max {MAX}): {self.at_peak}"
+
+
+@contextmanager
+def pool_login() -> Iterator[tuple[str, str]]:
+    user, password = f"dbp_km_{secrets.token_hex(4)}", secrets.token_hex(12)
+    dbs.create_mysql_user(user, password)
+    try:
+        yield user, password
+    finally:
+        dbs.drop_mysql_user(user)
+
+
+async def _gone(marker: str) -> bool:
+    return await running_statements("mariadb", marker) == 0
+
+
+async def _settle(marker: str, within: float) -> float | None:
+    """Seconds until no statement with ``marker`` runs on the server (None: still there)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if await _gone(marker):
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_every_slot_busy_the_kill_waits_for_a_slot_of_its_own(api: Api) -> None:
+    with pool_login() as (user, password):
+        cid = await api.register("mariadb", username=user, password=password,
+                                 maxConnections=MAX, connectionTimeout=10, queryTimeout=30)
+        with SessionSampler(user) as sampler:
+            for _ in range(3):  # every round must stay within MAX
+                gone, busy = unique("gone"), unique("busy")
+                # One slot: a statement whose client stays (it ends on its own after 2 s).
+                stays = asyncio.create_task(api.query(cid, sleep_sql("mariadb", 2, busy)))
+                # The other: a 30 s statement whose client hangs up after 0.5 s.
+                sent = await _asgi_post_then_disconnect(
+                    api, f"{BASE}/{cid}/query", {"sql": sleep_sql("mariadb", 30, gone)},
+                    hang_up_after=0.5)
+                assert sent and sent[0]["status"] == 499, sent
+                assert (await stays).status_code == 200
+                # Killed once the busy slot came free, not left to its 30 s.
+                assert await _settle(gone, within=5.0) is not None, \
+                    "the statement outlived its client"
+            assert (await api.query(cid, "SELECT 1 AS ok")).status_code == 200
+        assert sampler.samples > 100, sampler.samples
+        assert sampler.peak <= MAX, sampler.verdict()
+
+
+async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
+    api: Api,
+) -> None:
+    with pool_login() as (user, password):
+        async with TcpProxy(dbs.MY_HOST, dbs.MY_PORT) as proxy:
+            # connectionTimeout 1: the request waits at most 1 s for the stop of its statement.
+            cid = await api.register("mariadb", host="127.0.0.1", port=proxy.port,
+                                     username=user, password=password, maxConnections=MAX,
+                                     connectionTimeout=1, queryTimeout=30)
+            gone = unique("gone")
+            with SessionSampler(user) as sampler:
+                # Two warm connections that have just answered (no ping on their next use).
+                warm = [api.query(cid, sleep_sql("mariadb", 1, unique("warm")))
+                        for _ in range(MAX)]
+                assert [r.status_code for r in await asyncio.gather(*warm)] == [200] * MAX
+                hang_up = asyncio.create_task(_asgi_post_then_disconnect(
+                    api, f"{BASE}/{cid}/query", {"sql": sleep_sql("mariadb", 30, gone)},
+                    hang_up_after=0.2))
+                for _ in range(100):  # bounded: until the statement runs on the server
+                    if not await _gone(gone):
+                        break
+                    await asyncio.sleep(0.005)
+                # From now on every chunk takes 1.5 s through the proxy, so the KILL sent on
+                # the other (warm) connection is answered about 3 s later: past the request's
+                # 1 s bound. The server only reads it 1.5 s after it was sent.
+                proxy.delay(1.5)
+                sent = await hang_up
+                assert sent and sent[0]["status"] == 499, sent
+                proxy.restore()  # new links are fast again: a freed slot would fill at once
+                late = await asyncio.gather(*(api.query(cid, "SELECT 1 AS ok")
+                                              for _ in range(MAX)))
+                for response in late:  # served, or no slot within connectionTimeout
+                    assert response.status_code in (200, 503), response.text
+                assert await _settle(gone, within=10.0) is not None, \
+                    "the statement outlived its client"
+                ok = await api.query(cid, "SELECT 1 AS ok")
+                assert ok.status_code == 200, ok.text
+        assert sampler.peak <= MAX, sampler.verdict()
