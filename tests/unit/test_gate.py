@@ -190,3 +190,37 @@ async def test_resize_down_takes_effect_as_holders_release() -> None:
     assert (gate.in_use, gate.waiting) == (1, 0)
     with pytest.raises(ValueError, match="at least 1"):
         gate.resize(0)
+
+
+async def test_first_waiters_go_ahead_of_requests_and_are_never_refused() -> None:
+    gate = FairGate(1, 1)
+    await gate.acquire(1)
+    order: list[str] = []
+
+    async def take(name: str, first: bool) -> None:
+        await gate.acquire(5, first=first)
+        order.append(name)
+        await asyncio.sleep(0)
+        gate.release()
+
+    request = asyncio.create_task(take("request", False))
+    await asyncio.sleep(0)
+    kills = [asyncio.create_task(take(f"kill{i}", True)) for i in range(2)]
+    await asyncio.sleep(0)
+    assert gate.waiting == 1  # requests only; the full request queue refused no kill
+    assert not gate.try_acquire()
+    gate.release()
+    await asyncio.gather(request, *kills)
+    assert order == ["kill0", "kill1", "request"]
+    assert (gate.in_use, gate.waiting) == (0, 0)
+
+
+async def test_a_first_waiter_timing_out_leaks_nothing() -> None:
+    gate = FairGate(1, 1)
+    await gate.acquire(1)
+    with pytest.raises(GateTimeout):
+        await gate.acquire(0.01, first=True)
+    gate.release()
+    assert gate.try_acquire()
+    gate.release()
+    assert (gate.in_use, gate.waiting) == (0, 0)
