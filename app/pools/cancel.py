@@ -11,15 +11,18 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   must be discarded is closed gracefully: the server hangs up once the backend is gone.
 - MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection, and that connection is
   always one of the pool's own, in a slot of its gate: never an extra one. The statement's
-  connection is closed at once but keeps its slot; the kill takes a free slot, or waits for
-  the next one to be freed, ahead of every request (``FairGate.acquire(first=True)``), for
-  at most the session's own statement limit (``query_timeout``) plus a margin: if no slot
-  comes, the server's limit has ended the statement by then, and the closed socket its
-  session. Otherwise the statement is killed, and both slots (the killer's and the
-  statement's) stay held until the server no longer lists the session, or the kill's hard
-  limit passes. A caller waits at most ``timeout`` for all this; past that it goes on in
-  the background, still holding both slots (``release_after``), so a kill the server is
-  slow to answer never lets a new session open next to the sessions it has not ended yet.
+  socket is closed at once, but its connection (SQLAlchemy's record of it) stays checked
+  out and keeps its slot, so no checkout can reopen that record while the old session
+  still runs. The kill takes a free slot, or the next one freed, ahead of every request
+  (``FairGate.acquire(first=True)``), waiting at most the session's own statement limit
+  (``query_timeout``) plus a margin: if no slot comes, the server's limit has ended the
+  statement by then, and the closed socket its session. Otherwise the statement is killed,
+  and both slots (the killer's and the statement's) stay held until the server no longer
+  lists the session, or the kill's hard limit passes. A caller waits at most ``timeout``
+  for all this; past that it goes on in the background, still holding both slots
+  (``take_over``), so a kill the server is slow to answer never lets a new session open
+  next to the ones it has not ended yet. A kill that fails (the server unreachable) is
+  logged and frees both slots.
 
 Every step is bounded in time; failing to cancel is logged, never raised.
 """
@@ -87,7 +90,7 @@ class Canceller:
     async def discard(self, conn: AsyncConnection) -> None:
         """Make sure ``conn`` is never reused: close it and stop its statement on the server
         (MySQL/MariaDB). Returns within about ``timeout``; a stop still running then goes on
-        in the background, and the caller hands ``conn``'s slot to ``release_after``."""
+        in the background, and the pool hands ``conn`` and its slot to ``take_over``."""
         driver = _driver(conn)
         if not self._config.db_type.is_mysql_family:
             await self._close_pg(driver)
