@@ -45,7 +45,14 @@ from bench.soak_report import (
 )
 from bench.soak_sample import SessionSampler
 from bench.soak_setup import ITEMS, SoakDbs
-from bench.soak_targets import SoakAborted, register, service_env, start_proxies, warm_up
+from bench.soak_targets import (
+    QUERY_TIMEOUT_S,
+    SoakAborted,
+    register,
+    service_env,
+    start_proxies,
+    warm_up,
+)
 from tests.support.proxy import TcpProxy
 
 __all__ = ["main"]
@@ -194,7 +201,10 @@ async def _run(
         meta=_meta(opts, targets, killed, merged.wrong_results),
         requests=requests_section(requests),
         writes=writes_section(merged.writes, held),
-        hangups=hangups_section(merged.hangups, sampler.statements_seen, chaos.records),
+        hangups=hangups_section(
+            merged.hangups, sampler.statements_seen, chaos.records,
+            {t.name: t.max_connections for t in targets.values()}, QUERY_TIMEOUT_S,
+        ),
         faults=faults_section(chaos.records, requests),
         sessions=sessions_section(sessions, chaos.records),
         shutdown=shutdown,

@@ -45,7 +45,9 @@ def bars(report: dict[str, Any]) -> list[dict[str, Any]]:
          "measured": req["envelope_violations"]},
         {"bar": "no ERROR/traceback in the log for a client that went away",
          "met": log["client_gone_events"] == 0, "measured": log["client_gone_events"]},
-        {"bar": "every hung-up client's statement gone from the server",
+        {"bar": "every hung-up client's statement gone from the server (within "
+                f"{hang['grace_s']:g} s; by its {hang['time_limit_s']:g} s limit when every "
+                "connection of its pool held one)",
          "met": hang["statements_still_running_after_grace"] == 0,
          "measured": hang["statements_still_running_after_grace"]},
         {"bar": "no 5xx other than the documented 502/503/504",

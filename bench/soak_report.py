@@ -38,6 +38,9 @@ DOCUMENTED_5XX = frozenset(
     }
 )
 STATEMENT_GONE_GRACE_S = 2.0  # a hung-up client's statement may be seen running this long
+# A statement may start a little after its client sent it (a queue at the pool's gate): one
+# ended by the server's own limit may still be listed this much past the limit.
+_LIMIT_SLACK_S = 1.0
 # The longest statement the soak sends runs 6 s (a hung-up client's): a backend left behind
 # by a cut or stalled network finishes within this after the network is back.
 ZOMBIE_WINDOW_S = 7.0
@@ -124,11 +127,19 @@ def writes_section(
 
 
 def hangups_section(
-    hangups: list[list[Any]], seen: dict[str, float], chaos: list[dict[str, Any]]
+    hangups: list[list[Any]],
+    seen: dict[str, float],
+    chaos: list[dict[str, Any]],
+    max_connections: dict[str, int],
+    time_limit_s: float,
 ) -> dict[str, Any]:
     """Statements of hung-up clients still running after the grace. A hang-up while its
     database was cut off or stalled is counted apart: no cancel can reach the server then
-    (the server's own statement timeout ends it)."""
+    (the server's own statement timeout ends it). So is one whose pool had every connection
+    held by statements of hung-up clients: a MySQL/MariaDB ``KILL`` needs a connection of
+    the pool's own (the pool never opens one past its maximum), so those statements end at
+    the server's own limit, ``time_limit_s``; still listed past it (plus a second for a
+    statement that started late), they count."""
     outages = [
         (r["target"], r["started_at"], r.get("reachable_at") or float("inf"))
         for r in chaos
@@ -141,12 +152,22 @@ def hangups_section(
             for t, start, end in outages
         )
 
-    left, during_outage = [], 0
+    def saturated(target: str, at: float) -> bool:
+        # Every connection of the pool held, when this one's kill was due, by a statement
+        # whose client had hung up (this one included).
+        due = at + STATEMENT_GONE_GRACE_S
+        held = sum(1 for t, m, other in hangups
+                   if t == target and other <= due and seen.get(m, -1.0) >= due)
+        return held >= max_connections.get(target, 1)
+
+    left, during_outage, at_limit = [], 0, 0
     for target, marker, at in hangups:
         if marker not in seen or seen[marker] - at <= STATEMENT_GONE_GRACE_S:
             continue
         if unreachable(target, at):
             during_outage += 1
+        elif saturated(target, at) and seen[marker] - at <= time_limit_s + _LIMIT_SLACK_S:
+            at_limit += 1
         else:
             left.append([target, marker, round(seen[marker] - at, 2)])
     return {
@@ -154,8 +175,10 @@ def hangups_section(
         "statements_seen_running": sum(1 for _, m, _ in hangups if m in seen),
         "statements_still_running_after_grace": len(left),
         "still_running_while_database_unreachable": during_outage,
+        "ended_at_time_limit_every_connection_hung_up": at_limit,
         "examples": left[:5],
         "grace_s": STATEMENT_GONE_GRACE_S,
+        "time_limit_s": time_limit_s,
     }
 
 

@@ -13,8 +13,8 @@ from bench.soak_setup import SoakDbs
 from tests.support import dbs
 from tests.support.proxy import TcpProxy
 
-__all__ = ["TARGETS", "SoakAborted", "TargetSpec", "register", "service_env", "start_proxies",
-           "warm_up"]  # fmt: skip
+__all__ = ["QUERY_TIMEOUT_S", "TARGETS", "SoakAborted", "TargetSpec", "register", "service_env",
+           "start_proxies", "warm_up"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ TARGETS = (
     TargetSpec("my-direct", "mariadb", 4, proxied=False, account="a"),
     TargetSpec("my-flaky", "mariadb", 3, proxied=True, account="b"),
 )
+
+
+QUERY_TIMEOUT_S = 5.0  # every soak connection's queryTimeout (the server's own limit)
 
 
 class SoakAborted(RuntimeError):
@@ -73,7 +76,7 @@ async def register(
 ) -> tuple[dict[str, Target], int]:
     targets: dict[str, Target] = {}
     common = {"host": "127.0.0.1", "database": dbs.PG_DATABASE, "password": soak.password,
-              "connectionTimeout": 3, "queryTimeout": 5}  # fmt: skip
+              "connectionTimeout": 3, "queryTimeout": QUERY_TIMEOUT_S}  # fmt: skip
     for spec in TARGETS:
         proxy = proxies.get(spec.name)
         direct = dbs.PG_PORT if spec.engine == "postgresql" else dbs.MY_PORT

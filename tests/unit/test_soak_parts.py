@@ -130,7 +130,8 @@ def _report(**overrides: Any) -> dict[str, Any]:
         "requests": {"envelope_violations": 0, "undocumented_5xx": {}},
         "writes": {"acknowledged_missing": 0, "half_applied_transactions": 0},
         "log": {"client_gone_events": 0},
-        "hangups": {"statements_still_running_after_grace": 0},
+        "hangups": {"statements_still_running_after_grace": 0, "grace_s": 2.0,
+                    "time_limit_s": 5.0},
         "sessions": sessions,
         "faults": {"records": [{"kind": "cut", "duration_s": 10.0, "seconds_to_ok": 0.4}]},
     }
@@ -169,7 +170,20 @@ def test_hung_up_statements_still_running_apart_from_unreachable_ones() -> None:
     hangups = [["p", "m1", 100.0], ["p", "m2", 200.0], ["q", "m3", 300.0]]
     seen = {"m1": 105.0, "m2": 201.0, "m3": 304.0}
     chaos = [{"kind": "cut", "target": "p", "started_at": 99.0, "reachable_at": 101.0}]
-    section = hangups_section(hangups, seen, chaos)
+    section = hangups_section(hangups, seen, chaos, {"p": 2, "q": 2}, 5.0)
     assert section["statements_still_running_after_grace"] == 1  # m3: no outage on q
     assert section["still_running_while_database_unreachable"] == 1  # m1
     assert section["examples"] == [["q", "m3", 4.0]]
+
+
+def test_every_connection_hung_up_may_run_to_the_time_limit_and_no_longer() -> None:
+    # Pool q of 2: m1 and m2 hang up together and hold both connections, so their kills
+    # have no connection to go on; they may run to the server's limit (5 s), not past it.
+    hangups = [["q", "m1", 100.0], ["q", "m2", 100.1], ["q", "m3", 200.0],
+               ["q", "m4", 300.0], ["q", "m5", 300.0]]  # fmt: skip
+    seen = {"m1": 104.6, "m2": 104.8, "m3": 204.6, "m4": 304.5, "m5": 308.0}
+    section = hangups_section(hangups, seen, [], {"q": 2}, 5.0)
+    assert section["ended_at_time_limit_every_connection_hung_up"] == 3  # m1, m2, m4
+    # m3 had a free connection for its kill; m5 ran past the limit and its slack.
+    assert section["statements_still_running_after_grace"] == 2
+    assert [e[1] for e in section["examples"]] == ["m3", "m5"]
