@@ -22,6 +22,7 @@ from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.deps import ConnectionId, QueryParts
+from app.api.direct import DirectRoute, direct
 from app.api.schemas.common import Envelope, ErrorEnvelope
 from app.api.schemas.queries import (
     ConnectionTestPublic,
@@ -81,7 +82,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-router = APIRouter(prefix=PREFIX, tags=["queries"], responses=_ERRORS)
+# /query, the hot path, skips FastAPI's generic request handling when it can (``direct``).
+router = APIRouter(prefix=PREFIX, tags=["queries"], responses=_ERRORS, route_class=DirectRoute)
 
 
 def _max_rows(requested: int | None, settings: Settings) -> int:
@@ -159,6 +161,7 @@ async def _disconnected(request: Request) -> None:
     "With replicas, `target` picks the node (`auto`: proven reads to a replica, the rest "
     "to the primary) and `data.node` says which node answered.",
 )
+@direct
 async def query(
     connection_id: ConnectionId,
     body: QueryRequest,
