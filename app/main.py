@@ -12,9 +12,11 @@ does it for you); until then ``/readyz`` answers 503 and says so.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -50,6 +52,17 @@ each registration gets one bounded, monitored pool.
 Auth: `Authorization: Bearer <key>`. `DBPOOL_API_KEY` reads, queries and status;
 `DBPOOL_ADMIN_API_KEY` everything, including registry writes.
 """
+
+
+# FastAPI's own OpenTelemetry hooks (newer FastAPI): dbpool makes its spans itself
+# (``app.tracing``, from the OTEL_* variables), so FastAPI's would be a second request span
+# whenever anything installs a global provider, and asking whether one is installed costs
+# every request a few microseconds. Off, where this FastAPI has them.
+_NO_FASTAPI_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 class SettingsError(ValueError):
@@ -142,7 +155,8 @@ def create_app(
             settings = load_settings()
         except SettingsError as exc:
             raise SystemExit(f"dbpool: {exc}") from None
-    app = FastAPI(title="dbpool", version=__version__, description=_DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(title="dbpool", version=__version__, description=_DESCRIPTION, lifespan=_lifespan,
+                  **_NO_FASTAPI_TELEMETRY)
     app.state.settings = settings
     app.state.configure_logs = configure_logs
     app.state.tracing = tracing = tracing_from_env() if tracing is None else tracing
