@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import re
-import uuid
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,7 +71,7 @@ def _read_headers(scope: Scope) -> _Headers:
     # Echoing arbitrary caller text into headers and logs invites injection: sane tokens only.
     if offered is not None and _SANE_ID.fullmatch(offered):
         return _Headers(offered.decode(), length, token)
-    return _Headers(uuid.uuid4().hex, length, token)
+    return _Headers(os.urandom(16).hex(), length, token)  # 32 random hex digits, as uuid4().hex
 
 
 def is_loopback(client: tuple[str, int] | None) -> bool:
