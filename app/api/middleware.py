@@ -20,7 +20,9 @@ import ipaddress
 import logging
 import os
 import re
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +46,7 @@ _PROTECTED = (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -72,6 +75,47 @@ def _read_headers(scope: Scope) -> _Headers:
     if offered is not None and _SANE_ID.fullmatch(offered):
         return _Headers(offered.decode(), length, token)
     return _Headers(os.urandom(16).hex(), length, token)  # 32 random hex digits, as uuid4().hex
+
+
+def _answer_now(awaitable: Awaitable[T]) -> tuple[bool, Any]:
+    """``(True, result)`` when ``awaitable`` completes without waiting, else ``(False, an
+    awaitable that continues it)``: what it waits for goes to the task as if awaited."""
+    steps = awaitable.__await__()
+    try:
+        waited_for = steps.send(None)
+    except StopIteration as done:
+        return True, done.value
+    return False, _Continued(steps, waited_for)
+
+
+class _Continued:
+    """Awaiting it resumes ``steps`` (a started ``__await__`` iterator), which is waiting
+    for ``waited_for``: ``yield from`` on an iterator already past its first step."""
+
+    __slots__ = ("steps", "waited_for")
+
+    def __init__(self, steps: Generator[Any, Any, Any], waited_for: Any) -> None:
+        self.steps = steps
+        self.waited_for = waited_for
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps, waited_for = self.steps, self.waited_for
+        while True:
+            try:
+                sent = yield waited_for
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:  # cancellation included: the awaited one decides
+                try:
+                    waited_for = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waited_for = steps.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def is_loopback(client: tuple[str, int] | None) -> bool:
@@ -172,20 +216,30 @@ class RequestMiddleware:
 
     async def _read_body(self, receive: Receive) -> list[Message] | None:
         """The request's messages up to the end of the body, or None when it is too large;
-        ``TimeoutError`` when it takes longer than the body timeout."""
+        ``TimeoutError`` when it takes longer than the body timeout.
+
+        Usually the whole body came with the headers and ``receive()`` answers without
+        waiting: then no deadline is armed (arming and disarming one cost more than the rest
+        of this middleware). Any wait runs under it, from the first on."""
+        done, first = _answer_now(receive())
+        if done and first["type"] == "http.request" and not first.get("more_body", False):
+            return [first] if len(first.get("body", b"")) <= self.max_bytes else None
+        async with asyncio.timeout(self.body_timeout):
+            return await self._read_from(receive, first if done else await first)
+
+    async def _read_from(self, receive: Receive, message: Message) -> list[Message] | None:
         messages: list[Message] = []
         total = 0
-        async with asyncio.timeout(self.body_timeout):
-            for _ in range(_MAX_BODY_MESSAGES):
-                message = await receive()
-                messages.append(message)
-                if message["type"] != "http.request":
-                    return messages
-                total += len(message.get("body", b""))
-                if total > self.max_bytes:
-                    return None
-                if not message.get("more_body", False):
-                    return messages
+        for _ in range(_MAX_BODY_MESSAGES):
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            total += len(message.get("body", b""))
+            if total > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
+            message = await receive()
         return None  # a stream of empty chunks: refuse rather than wait forever
 
     async def _refuse(
