@@ -45,6 +45,9 @@ _PROTECTED = (
     "DBPOOL_ALLOW_UNAUTHENTICATED_REMOTE=true to serve this network without auth"
 )
 
+# What loopback clients are called nearly always: no address parsing for them on each request.
+_USUAL_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -120,7 +123,7 @@ class _Continued:
 
 def is_loopback(client: tuple[str, int] | None) -> bool:
     """A client on this machine's loopback (no address, e.g. a Unix socket, counts as local)."""
-    if client is None:
+    if client is None or client[0] in _USUAL_LOOPBACK:
         return True
     try:
         address = ipaddress.ip_address(client[0].split("%")[0])

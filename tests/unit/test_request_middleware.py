@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.api.access import AccessTable
-from app.api.middleware import RequestMiddleware
+from app.api.middleware import RequestMiddleware, is_loopback
 from app.settings import Settings
 
 Message = dict[str, Any]
@@ -175,3 +175,13 @@ async def test_a_request_cancelled_while_its_body_is_awaited_cancels_that_receiv
     with pytest.raises(asyncio.CancelledError):
         await task
     assert client.cancelled
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("::1", True), ("127.0.0.2", True), ("::ffff:127.0.0.1", True),
+    ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("fe80::1%eth0", False),
+    ("192.168.1.127", False), ("not an address", False), ("0:0:0:0:0:0:0:1", True),
+])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback((host, 5000)) is loopback
+    assert is_loopback(None) is True  # no address (a Unix socket): local
