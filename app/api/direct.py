@@ -98,7 +98,7 @@ def _plan(route: APIRoute) -> _Plan | None:
         or dependant.response_param_name or dependant.background_tasks_param_name
         or dependant.security_scopes_param_name or dependant.websocket_param_name
         or dependant.http_connection_param_name or len(dependant.body_params) > 1
-        or getattr(route, "_embed_body_fields", True) or dependant.call is None
+        or dependant.call is None
     ):
         return None
     auth = []
@@ -110,7 +110,8 @@ def _plan(route: APIRoute) -> _Plan | None:
     if dependant.body_params:
         field = dependant.body_params[0]
         model = field.field_info.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        embedded = getattr(field.field_info, "embed", False)  # Body(embed=True): {"body": ...}
+        if embedded or not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         body = (field.name, model)
     return _Plan(
