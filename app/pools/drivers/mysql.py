@@ -29,6 +29,8 @@ __all__ = ["AiomysqlAdapter", "AsyncmyAdapter", "MySqlAdapter"]
 
 _JSON = 245
 _NO_BACKSLASH_ESCAPES = 0x200  # server_status flag: the session's sql_mode has it
+_IN_TRANS = 0x1  # server_status flag: a transaction is open
+_AUTOCOMMIT = 0x2  # server_status flag: autocommit is on
 _WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_status")
 
 
@@ -64,6 +66,21 @@ class MySqlAdapter:
         (mode,) = await cursor.fetchone()
         await cursor.close()
         return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
+
+    def session_marker(self, driver: Any) -> Any:
+        return None  # the state is read from the server's status flags at return
+
+    def session_changed(self, driver: Any, marker: Any) -> bool:
+        """A transaction open, autocommit off, or warnings left by the last statement (the
+        next caller's ``SHOW WARNINGS`` would read them). The public path cannot see the
+        warnings: it always says changed."""
+        if not self.fast:
+            return True
+        status = driver.server_status or 0
+        if status & _IN_TRANS or not status & _AUTOCOMMIT:
+            return True
+        result = driver._result
+        return result is not None and getattr(result, "warning_count", 1) != 0
 
     async def cursor(self, driver: Any) -> Any:
         """An unbuffered (server-side) cursor: rows are read only as far as fetched."""
