@@ -68,16 +68,20 @@ class MySqlAdapter:
         return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
 
     def session_marker(self, driver: Any) -> Any:
-        return None  # the state is read from the server's status flags at return
+        """The ``sql_mode`` flag of a clean session's status (fast path; None otherwise)."""
+        return (driver.server_status or 0) & _NO_BACKSLASH_ESCAPES if self.fast else None
 
     def session_changed(self, driver: Any, marker: Any) -> bool:
-        """A transaction open, autocommit off, or warnings left by the last statement (the
-        next caller's ``SHOW WARNINGS`` would read them). The public path cannot see the
-        warnings: it always says changed."""
-        if not self.fast:
+        """A transaction open, autocommit off, ``NO_BACKSLASH_ESCAPES`` turned on or off, or
+        warnings left by the last statement (the next caller's ``SHOW WARNINGS`` would read
+        them), as the server's last answer says. The public path cannot see them: it
+        always says changed."""
+        if not self.fast or marker is None:
             return True
         status = driver.server_status or 0
         if status & _IN_TRANS or not status & _AUTOCOMMIT:
+            return True
+        if status & _NO_BACKSLASH_ESCAPES != marker:
             return True
         result = driver._result
         return result is not None and getattr(result, "warning_count", 1) != 0
