@@ -324,7 +324,7 @@ async def test_mysql_session_state_does_not_leak(my_wire: Wire, case: str) -> No
 
 
 async def test_mysql_prepared_statements_and_temp_tables_do_not_leak(my_wire: Wire) -> None:
-    with pytest.raises(QueryError, match="(?i)unknown prepared statement"):
+    with pytest.raises(QueryError, match=r"(?i)unknown prepared statement"):
         await leaves_nothing(my_wire, ["PREPARE leak FROM 'SELECT 1'"], "EXECUTE leak")
     with pytest.raises(QueryError, match="doesn't exist"):
         await leaves_nothing(my_wire, ["CREATE TEMPORARY TABLE tmp_leak (x int)"],
