@@ -1,6 +1,8 @@
 """The pool path alone, no HTTP (a developer tool): ``python -m bench.inproc --engine
 postgresql --case point --seconds 3``. 64 tasks share one ``ManagedPool`` (10 connections)
-in this process, pinned to the last CPU; prints req/s of ``pool.run(run_query)``."""
+in this process, pinned to the last CPU; prints req/s of ``pool.run(run_query)``, the CPU
+this process spends per request and, on PostgreSQL, the CPU its backends spend per request
+(the backends at the other end of this process's connections, ``bench.cpu``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import random
 import time
 
+import psutil
 from pydantic import SecretStr
 
 from app.domain import ConnectionConfig, DbType
@@ -17,12 +20,18 @@ from app.pools.managed_pool import ManagedPool
 from app.pools.query import run_query
 from app.settings import Settings
 from bench import fixtures
+from bench.cpu import _backend_pids, _cpu_s
 from bench.procs import pin, plan_cores
 
 __all__ = ["main"]
 
 
-async def _drive(engine: str, case: str, seconds: float, tasks: int) -> tuple[float, float]:
+def _db_cpu_s(pids: list[int]) -> float:
+    return sum(_cpu_s(psutil.Process(pid)) for pid in pids)
+
+
+async def _drive(engine: str, case: str, seconds: float, tasks: int
+                 ) -> tuple[float, float, float | None]:
     db = fixtures.PG if engine == "postgresql" else fixtures.MY
     config = ConnectionConfig(
         id=random.randint(100000, 999999), name="inproc",
@@ -51,11 +60,14 @@ async def _drive(engine: str, case: str, seconds: float, tasks: int) -> tuple[fl
         deadline = time.monotonic() + 0.5  # warm-up
         await asyncio.gather(*(worker() for _ in range(tasks)))
         done = 0
-        started, cpu = time.monotonic(), time.process_time()
+        pids = _backend_pids(os.getpid(), db.port) if engine == "postgresql" else []
+        started, cpu, db_cpu = time.monotonic(), time.process_time(), _db_cpu_s(pids)
         deadline = started + seconds
         await asyncio.gather(*(worker() for _ in range(tasks)))
         # CPU per request is the steadier figure on a shared machine.
-        return done / (time.monotonic() - started), (time.process_time() - cpu) / done * 1e6
+        db_us = (_db_cpu_s(pids) - db_cpu) / done * 1e6 if pids else None
+        return (done / (time.monotonic() - started), (time.process_time() - cpu) / done * 1e6,
+                db_us)
     finally:
         await pool.aclose(1.0)
 
@@ -70,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     pin(os.getpid(), plan_cores().server)
     import uvloop
 
-    rps, cpu_us = uvloop.run(_drive(args.engine, args.case, args.seconds, args.tasks))
-    print(f"{args.engine} {args.case}: {rps:.0f} req/s, {cpu_us:.0f} us CPU per request")
+    rps, cpu_us, db_us = uvloop.run(_drive(args.engine, args.case, args.seconds, args.tasks))
+    db = "" if db_us is None else f", backends {db_us:.0f} us CPU per request"
+    print(f"{args.engine} {args.case}: {rps:.0f} req/s, {cpu_us:.0f} us CPU per request{db}")
     return 0
 
 

@@ -32,7 +32,15 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
-from app.errors import DatabaseError, DbPoolError, QueryTimeout, ResultTooLarge, ValidationFailed
+from app.errors import (
+    DatabaseError,
+    DbPoolError,
+    QueryError,
+    QueryTimeout,
+    ReadOnlyViolation,
+    ResultTooLarge,
+    ValidationFailed,
+)
 from app.pools.budget import ResultBudget
 from app.pools.drivers import PgAdapter, adapter_for
 from app.pools.drivers.mysql_runner import MySqlRunner
@@ -47,6 +55,7 @@ from app.pools.runner import (
     StatementResult,
     invalidate,
 )
+from app.pools.session_state import mark_dirty
 from app.pools.stale import SentNothing
 
 __all__ = [
@@ -152,6 +161,25 @@ def _since(started: float) -> float:
 
 
 async def _guarded(runner: Runner, work: Awaitable[T], seconds: float,
+                   discard: Discard | None) -> T:
+    try:
+        return await _bounded(runner, work, seconds, discard)
+    except BaseException as exc:
+        if not _plain_refusal(runner, exc):
+            mark_dirty(runner.conn)  # the session's state is unknown: reset on return
+        raise
+
+
+def _plain_refusal(runner: Runner, exc: BaseException) -> bool:
+    """A failure that leaves the session as it was: the database refused the statement
+    (it ended its own implicit or read-only transaction; an open one is seen at return),
+    or our own lane refused it before anything was sent."""
+    if isinstance(exc, QueryError):
+        return True
+    return isinstance(exc, ValidationFailed | ReadOnlyViolation) and runner.sends == 0
+
+
+async def _bounded(runner: Runner, work: Awaitable[T], seconds: float,
                    discard: Discard | None) -> T:
     # When the session's own limit is the one that applies, let the server fire first
     # (MySQL/MariaDB sessions get the request's tighter limit too: ``_Runner.tighten``).

@@ -21,6 +21,7 @@ from app.pools.budget import ResultBudget
 from app.pools.drivers import DriverAdapter, Fetched
 from app.pools.encoding import RowFormat, encode_rows
 from app.pools.lanes import Planned, plan
+from app.pools.session_state import leaves_clean, mark_dirty
 from app.pools.stale import SentNothing
 from app.pools.translate import translate_error
 
@@ -122,8 +123,19 @@ class Runner:
 
     async def plan(self, statement: Statement, driver: Any, index: int | None) -> Planned:
         """Checked and bound before anything is sent, for the session's current mode."""
-        return plan(statement.sql, statement.params, self.config, index=index,
-                    backslash_escapes=await self.adapter.backslash_escapes(driver))
+        return self.note(plan(statement.sql, statement.params, self.config, index=index,
+                              backslash_escapes=await self.adapter.backslash_escapes(driver)))
+
+    def note(self, planned: Planned) -> Planned:
+        """Before ``planned`` is sent: mark the connection dirty unless the statement
+        cannot leave state in the session (``session_state``)."""
+        if not leaves_clean(planned.analysis):
+            mark_dirty(self.conn)
+        return planned
+
+    def dirty(self) -> None:
+        """What comes next may leave state in the session (a transaction, a SET of ours)."""
+        mark_dirty(self.conn)
 
     async def each(self, statements: Sequence[Planned],
                    run: Callable[[Planned], Awaitable[StatementResult]]

@@ -10,7 +10,10 @@
   ``VALIDATE_AFTER`` seconds (HikariCP's rule). A dead one raises ``DisconnectionError``
   so SQLAlchemy silently replaces it. The rare death the checks cannot see is caught by
   the query path, which retries only when provably nothing was sent (``SentNothing``).
-- reset (on return), one round trip: nothing one request did reaches the next one.
+- reset (on return), on demand: a connection whose session nothing could have changed
+  (``session_state.needs_reset``: one plain read in autocommit, nothing reported) goes
+  back with no round trip; any other gets the reset, one round trip, so that nothing one
+  request did reaches the next one.
   PostgreSQL: roll back if a transaction is open, then what ``DISCARD ALL`` does except
   ``DEALLOCATE ALL`` / ``DISCARD PLANS``, so the driver's prepared statements (its
   statement cache) survive; prepared statements a caller made with SQL ``PREPARE`` are
@@ -48,6 +51,7 @@ from app.pools.drivers.mysql_wire import (
     COM_SET_OPTION,
     Pipeline,
 )
+from app.pools.session_state import mark_clean, mark_dirty, needs_reset
 
 __all__ = [
     "VALIDATE_AFTER",
@@ -127,6 +131,7 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
         if mysql:
             _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, setups), timeout)
         record.info[_ALIVE_AT] = time.monotonic()
+        mark_clean(record.info, dbapi_conn.driver_connection)
 
     @event.listens_for(target, "checkout")
     def _on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
@@ -145,6 +150,11 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     def _on_reset(dbapi_conn: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
         if state.terminate_only or not state.asyncio_safe:
             return  # SQLAlchemy is about to terminate it; nothing to clean
+        driver = record.driver_connection
+        if not needs_reset(record.info, driver):
+            # Clean: the request's round trips are the proof of life (a failed one dirties).
+            record.info[_ALIVE_AT] = time.monotonic()
+            return
         if mysql:
             outcome: list[bool] = []
             _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, resets, outcome), timeout)
@@ -155,6 +165,13 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
             dbapi_conn.rollback()  # the adapter's own transaction, if any
             _run(dbapi_conn, _pg_reset, timeout)
         record.info[_ALIVE_AT] = time.monotonic()
+        mark_clean(record.info, driver)
+
+    @event.listens_for(target, "before_cursor_execute")
+    def _on_execute(conn: Any, *_: Any) -> None:
+        # SQL sent through SQLAlchemy (health checks, monitor probes, anything but the query
+        # runner, which vouches for what it sends): the session may carry state now.
+        mark_dirty(conn.info)
 
 
 def _run(dbapi_conn: Any, fn: Callable[[Any], Awaitable[None]], timeout: float) -> None:

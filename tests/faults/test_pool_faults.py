@@ -280,11 +280,12 @@ async def test_statement_lost_mid_flight_is_never_run_twice(
 
 
 async def _cancel_mid_reset(pool: ManagedPool, proxy: TcpProxy, config: Any) -> None:
-    """Run one query, stall the wire so its reset on return hangs, cancel the caller there."""
+    """Run one statement that needs a reset on return (a plain read would return with no
+    round trip), stall the wire so the reset hangs, cancel the caller there."""
     ran = asyncio.Event()
 
     async def work(conn: Any) -> Any:
-        result = await run_query(conn, config, "SELECT 1 AS one", max_rows=1)
+        result = await run_query(conn, config, "SET work_mem = '2MB'", max_rows=1)
         proxy.stall()  # the reset on return now hangs on the wire
         ran.set()
         return result

@@ -11,6 +11,9 @@ target. Four states, switched at any time:
 - ``stall()``: connections stay up and new ones are accepted, but nothing is forwarded
   (a black-holed network: the client waits until its own timeout fires).
 
+``sent_upstream`` counts the bytes forwarded client -> server (what the client sent the
+database), so a test can show that nothing was sent in some window.
+
 ``restore()`` returns to open; bytes held back by a stall are then delivered, as TCP would
 after a partition heals, and a delay stops applying to chunks not yet held. Every wait
 here is bounded, so a broken test cannot hang.
@@ -81,6 +84,7 @@ class TcpProxy:
         self.latency = 0.0  # seconds added to every chunk while DELAYED
         self.accepted = 0  # connections accepted and forwarded (or held, when stalled)
         self.dropped = 0  # connections reset on arrival because the proxy was cut
+        self.sent_upstream = 0  # bytes forwarded client -> server, all connections
         self._links: set[_Link] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -192,13 +196,14 @@ class TcpProxy:
         if self.state is ProxyState.CUT:  # cut while we were connecting
             return
         link.pumps = [
-            asyncio.create_task(self._pump(reader, upstream)),
+            asyncio.create_task(self._pump(reader, upstream, upstream=True)),
             asyncio.create_task(self._pump(up_reader, link.client)),
         ]
         # Either side ending ends the link: a half-open relay would hide the failure.
         await asyncio.wait(link.pumps, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *,
+                    upstream: bool = False) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while chunk := await source.read(_CHUNK):
                 if self.latency > 0:
@@ -206,5 +211,7 @@ class TcpProxy:
                 await self._flowing.wait()
                 if self.state is ProxyState.CUT:
                     return
+                if upstream:
+                    self.sent_upstream += len(chunk)
                 sink.write(chunk)
                 await sink.drain()

@@ -132,6 +132,16 @@ class DriverAdapter(Protocol):
         """One round trip proving the session answers."""
         ...
 
+    def session_marker(self, driver: Any) -> Any:
+        """What the driver knows of a clean session, to compare at return (no I/O)."""
+        ...
+
+    def session_changed(self, driver: Any, marker: Any) -> bool:
+        """Whether the session may have changed since ``marker`` was taken, from what the
+        driver saw the server report (an open transaction, a reported setting, warnings);
+        True when the driver cannot tell. No I/O."""
+        ...
+
     async def reset(self, driver: Any, plan: Any) -> bool:
         """Clean the session on return (``plan``: the engine's reset, built once); False
         when the driver cannot: the connection must then be discarded, never reused."""

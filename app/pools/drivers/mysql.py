@@ -29,6 +29,8 @@ __all__ = ["AiomysqlAdapter", "AsyncmyAdapter", "MySqlAdapter"]
 
 _JSON = 245
 _NO_BACKSLASH_ESCAPES = 0x200  # server_status flag: the session's sql_mode has it
+_IN_TRANS = 0x1  # server_status flag: a transaction is open
+_AUTOCOMMIT = 0x2  # server_status flag: autocommit is on
 _WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_status")
 
 
@@ -64,6 +66,25 @@ class MySqlAdapter:
         (mode,) = await cursor.fetchone()
         await cursor.close()
         return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
+
+    def session_marker(self, driver: Any) -> Any:
+        """The ``sql_mode`` flag of a clean session's status (fast path; None otherwise)."""
+        return (driver.server_status or 0) & _NO_BACKSLASH_ESCAPES if self.fast else None
+
+    def session_changed(self, driver: Any, marker: Any) -> bool:
+        """A transaction open, autocommit off, ``NO_BACKSLASH_ESCAPES`` turned on or off, or
+        warnings left by the last statement (the next caller's ``SHOW WARNINGS`` would read
+        them), as the server's last answer says. The public path cannot see them: it
+        always says changed."""
+        if not self.fast or marker is None:
+            return True
+        status = driver.server_status or 0
+        if status & _IN_TRANS or not status & _AUTOCOMMIT:
+            return True
+        if status & _NO_BACKSLASH_ESCAPES != marker:
+            return True
+        result = driver._result
+        return result is not None and getattr(result, "warning_count", 1) != 0
 
     async def cursor(self, driver: Any) -> Any:
         """An unbuffered (server-side) cursor: rows are read only as far as fetched."""

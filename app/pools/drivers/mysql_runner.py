@@ -59,6 +59,7 @@ class MySqlRunner(Runner):
                           isolation: IsolationLevel | None) -> list[StatementResult]:
         driver = await self.driver()
         planned = [await self.plan(s, driver, index) for index, s in enumerate(statements)]
+        self.dirty()  # any statement of a transaction: reset on return
         await self._tighten(driver)
         if isolation:  # applies to the next transaction: the one begun below
             self.sending()
@@ -84,7 +85,7 @@ class MySqlRunner(Runner):
                          in_transaction: bool = False) -> StatementResult:
         # A statement before this one may have changed sql_mode (NO_BACKSLASH_ESCAPES).
         escapes = await self.adapter.backslash_escapes(driver)
-        planned = for_session(planned, self.config, escapes)
+        planned = self.note(for_session(planned, self.config, escapes))
         self.sending()
         try:
             cursor = await self.adapter.run(driver, planned.sql, planned.args)
@@ -134,5 +135,6 @@ class MySqlRunner(Runner):
         mariadb = "mariadb" in str(driver.get_server_info()).lower()
         statements = mysql_session_statements(mariadb=mariadb, query_timeout=self.seconds,
                                               read_only=False)
+        self.dirty()  # the reset on return restores the session's own limit
         self.sending()
         await self.adapter.execute(driver, statements[0])

@@ -14,6 +14,7 @@ forgotten with ``reload_schema_state``.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,26 @@ class PgAdapter:
     async def ping(self, driver: Any) -> None:
         await driver.execute("SELECT 1")
 
+    def session_marker(self, driver: Any) -> Any:
+        """The settings the server reported (ParameterStatus), as of now. Fast path: the
+        live dict asyncpg updates on each ParameterStatus, with a copy to compare against;
+        public path: the settings' ``repr`` (slower)."""
+        settings = driver.get_settings()
+        if self.fast:
+            live = _reported(settings)
+            if live is not None:
+                return live, dict(live)
+        return repr(settings)
+
+    def session_changed(self, driver: Any, marker: Any) -> bool:
+        """A transaction is open, or the server reported a setting change since ``marker``."""
+        if driver.is_in_transaction():
+            return True
+        if isinstance(marker, tuple):
+            live, then = marker
+            return bool(live != then)
+        return bool(marker != repr(driver.get_settings()))
+
     async def reset(self, driver: Any, plan: tuple[str, str]) -> bool:
         """Roll back, run the session reset (one round trip, public API); when its last
         tag says SQL-level prepared statements exist, deallocate each (the second query
@@ -138,6 +159,15 @@ class PgAdapter:
         cache = getattr(adapted, "_prepared_statement_cache", None)
         if cache is not None:
             cache.clear()
+
+
+def _reported(settings: Any) -> dict[str, str] | None:
+    """asyncpg's dict of server-reported settings, held by its ``ConnectionSettings`` (a C
+    attribute Python cannot name: found among the object's references)."""
+    for referent in gc.get_referents(settings):
+        if isinstance(referent, dict) and "server_version" in referent:
+            return referent
+    return None
 
 
 def _fetched(attributes: Any, rows: list[Any], status: str) -> Fetched:

@@ -58,6 +58,7 @@ class PgRunner(Runner):
                           isolation: IsolationLevel | None) -> list[StatementResult]:
         pg = await self.driver()
         planned = [await self.plan(s, pg, index) for index, s in enumerate(statements)]
+        self.dirty()  # any statement of a transaction: reset on return
         self.sending()
         await pg.execute(self._begin(isolation))
         try:
@@ -97,7 +98,8 @@ class PgRunner(Runner):
     async def _statement(self, pg: Any, planned: Planned, in_transaction: bool,
                          cache: bool | None = None) -> StatementResult:
         # A statement before this one may have turned standard_conforming_strings off.
-        planned = for_session(planned, self.config, await self.adapter.backslash_escapes(pg))
+        planned = self.note(
+            for_session(planned, self.config, await self.adapter.backslash_escapes(pg)))
         wipes = planned.analysis.wipes_prepared
         # In a transaction a stale cached plan would abort the whole transaction: prepare
         # afresh (unnamed). Alone, asyncpg's cache is safe: a stale plan is re-prepared.
