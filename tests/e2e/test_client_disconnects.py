@@ -134,9 +134,12 @@ async def _settled(db: Db, marker: str, within: float) -> tuple[int, int]:
 async def _rounds(base_url: str, cid: int, db: Db, marker: str) -> None:
     rng = random.Random(20261201)
     for _ in range(ROUNDS):
+        # The long ones hang up later, so that even on a loaded machine some of them are
+        # running on the server when their client goes (the scenario under test).
         calls = [
-            _hang_up(base_url, cid, db.sleep_sql(30 if i % LONG_EVERY == 0 else 0.05, marker),
-                     after=rng.uniform(0.02, 0.4))
+            _hang_up(base_url, cid, db.sleep_sql(30, marker), after=rng.uniform(1.0, 1.5))
+            if i % LONG_EVERY == 0 else
+            _hang_up(base_url, cid, db.sleep_sql(0.05, marker), after=rng.uniform(0.02, 0.4))
             for i in range(CLIENTS)
         ]  # fmt: skip
         await asyncio.gather(*calls)
