@@ -33,9 +33,12 @@ async def throwaway_login(db_type: str) -> AsyncIterator[tuple[str, str, Count]]
         admin = await dbs.pg_admin()
         await admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
 
+        serial = asyncio.Lock()  # the Sampler and the test itself both count
+
         async def count() -> int:
-            return int(await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", user))
+            async with serial:  # one asyncpg connection runs one operation at a time
+                return int(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", user))
         try:
             yield user, password, count
         finally:
@@ -70,9 +73,12 @@ class Sampler:
         self.count = count
         self.peak = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def _run(self) -> None:
         for _ in range(3000):  # bounded: about a minute at most
+            if self._stopped:  # ends between samples: a count is never cut off midway
+                return
             self.peak = max(self.peak, await self.count())
             await asyncio.sleep(0.01)
 
@@ -82,7 +88,7 @@ class Sampler:
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
+        self._stopped = True
 
 
 async def _register(api: Api, db_type: str, user: str, password: str, **body: object) -> int:
