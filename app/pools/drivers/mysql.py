@@ -35,6 +35,7 @@ _AUTOCOMMIT = 0x2  # server_status flag: autocommit is on
 _WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_status")
 _DRAIN_SLICE = 256  # rows read per call while draining (bounds memory between checks)
 _CELL = 8  # bytes counted for a value that is not text or bytes (numbers, dates, NULL)
+_ROW = 4  # a row packet's header
 
 
 class MySqlAdapter:
@@ -188,7 +189,7 @@ class MySqlAdapter:
 
 def _row_bytes(row: Any) -> int:
     """About how many bytes a row took on the wire (text and bytes by length)."""
-    return sum(len(v) if isinstance(v, str | bytes | bytearray) else _CELL for v in row)
+    return _ROW + sum(len(v) if isinstance(v, str | bytes | bytearray) else _CELL for v in row)
 
 
 class AiomysqlAdapter(MySqlAdapter):
