@@ -128,7 +128,7 @@ class Canceller:
         # earlier, SQLAlchemy would hand the record to the next checkout (the kill's own,
         # first of all), which would open a new session next to this one.
         _hang_up(driver)
-        task = asyncio.create_task(self._stop(conn, thread, self._slot_wait(conn)))
+        task = asyncio.create_task(self._stop(conn, thread, self._limit_end(conn)))
         self._stops[conn] = task
         task.add_done_callback(lambda _: self._stops.pop(conn, None))
         with suppress(TimeoutError):
@@ -158,30 +158,40 @@ class Canceller:
         if late:
             await asyncio.wait(late, timeout=self._timeout)
 
-    def _slot_wait(self, conn: AsyncConnection) -> float:
-        """How long the kill of ``conn``'s statement waits for a slot: until the session's
-        own limit has ended it. Given up before that (client gone, rows left unread), the
-        statement ends by its send time plus its limit: the wait stops then (plus the
-        margin), whatever holds the slots. Given up past it (the client timer: the server
-        did not stop it in time), nothing says when it ends: the full ``slot_wait``."""
-        ends_by = _statement_end(conn)
-        if ends_by is None:
-            return self.slot_wait
-        remaining = ends_by + _SERVER_LIMIT_MARGIN - time.monotonic()
-        return min(remaining, self.slot_wait) if remaining > 0 else self.slot_wait
+    def _limit_end(self, conn: AsyncConnection) -> float | None:
+        """When the session's own limit ends ``conn``'s statement, if that is still ahead.
 
-    async def _stop(self, conn: AsyncConnection, thread: int, wait: float) -> None:
+        Given up before it (client gone, rows left unread), the statement ends by its send
+        time plus its limit (``note_statement_end``). Given up past it (the client timer:
+        the server did not stop it in time), nothing says when it ends: None."""
+        ends_by = _statement_end(conn)
+        if ends_by is None or ends_by + _SERVER_LIMIT_MARGIN <= time.monotonic():
+            return None
+        return ends_by
+
+    async def _stop(self, conn: AsyncConnection, thread: int, ends_by: float | None) -> None:
         try:
-            await self._kill_in_a_slot(thread, wait)
+            await self._kill_in_a_slot(thread, ends_by)
         finally:
             await self._invalidate(conn)  # its record goes back to the pool, empty
 
-    async def _kill_in_a_slot(self, thread: int, wait: float) -> None:
+    async def _kill_in_a_slot(self, thread: int, ends_by: float | None) -> None:
+        """Kill in a slot of the pool's, taken before the statement's own limit ends it: up
+        to ``slot_wait``, or until ``ends_by`` plus the margin when known. A slot that comes
+        only after ``ends_by`` (another statement's, freed by its own limit) is passed on at
+        once: the server has stopped this statement too, only the margin is waited out."""
+        wait = self.slot_wait
+        if ends_by is not None:
+            wait = min(wait, ends_by + _SERVER_LIMIT_MARGIN - time.monotonic())
         try:
-            await self._gate.acquire(wait, first=True)
+            await self._gate.acquire(max(wait, 0.0), first=True)
         except GateTimeout:
             log.info("no slot came free to stop a statement; the server's own statement "
                      "limit has ended it", extra={"pool": self._config.pool_name})
+            return
+        if ends_by is not None and time.monotonic() >= ends_by:
+            self._gate.release()
+            await asyncio.sleep(max(0.0, ends_by + _SERVER_LIMIT_MARGIN - time.monotonic()))
             return
         try:
             async with asyncio.timeout(self.hard_limit):
