@@ -19,7 +19,8 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   its limit plus a margin, at most ``query_timeout`` plus the margin. If no slot comes
   (when every slot is held by a statement awaiting its kill, none can), the server's
   limit has ended the statement by then, and the closed socket its session: the slot is
-  freed then, not a full ``query_timeout`` after the discard. Otherwise the statement is killed,
+  freed then, not a full ``query_timeout`` after the discard; a slot that only comes
+  after that limit has fired is passed on at once, never used to open a killer. Otherwise the statement is killed,
   and both slots (the killer's and the statement's) stay held until the server no longer
   lists the session, or the kill's hard limit passes. A caller waits at most ``timeout``
   for all this; past that it goes on in the background, still holding both slots
