@@ -20,13 +20,13 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   (when every slot is held by a statement awaiting its kill, none can), the server's
   limit has ended the statement by then, and the closed socket its session: the slot is
   freed then, not a full ``query_timeout`` after the discard; a slot that only comes
-  after that limit has fired is passed on at once, never used to open a killer. Otherwise the statement is killed,
-  and both slots (the killer's and the statement's) stay held until the server no longer
-  lists the session, or the kill's hard limit passes. A caller waits at most ``timeout``
-  for all this; past that it goes on in the background, still holding both slots
-  (``take_over``), so a kill the server is slow to answer never lets a new session open
-  next to the ones it has not ended yet. A kill that fails (the server unreachable) is
-  logged and frees both slots.
+  after that limit has fired is passed on at once, never used to open a killer.
+  Otherwise the statement is killed, and both slots (the killer's and the statement's)
+  stay held until the server no longer lists the session, or the kill's hard limit
+  passes. A caller waits at most ``timeout`` for all this; past that it goes on in the
+  background, still holding both slots (``take_over``), so a kill the server is slow to
+  answer never lets a new session open next to the ones it has not ended yet. A kill
+  that fails (the server unreachable) is logged and frees both slots.
 
 Every step is bounded in time; failing to cancel is logged, never raised.
 """
