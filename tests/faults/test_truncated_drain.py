@@ -36,6 +36,10 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 MYSQLS = ["mysql", "mariadb"]
 SAMPLE_LIMIT_S = 60.0  # the sampler's own bound
+# Between two samples: the sampler thread lets the event loop have the GIL (back to back,
+# the convoy slows the loop's many small reads several-fold). A KILL's session lives longer
+# (connect, KILL, polls of the session list 20 ms apart).
+SAMPLE_PAUSE_S = 0.005
 
 
 class LoginSampler:
@@ -62,6 +66,7 @@ class LoginSampler:
                 self.samples += 1
                 self.peak = max(self.peak, len(rows))
                 self.ids.update(int(row[0]) for row in rows)
+                time.sleep(SAMPLE_PAUSE_S)
         finally:
             conn.close()
 
@@ -95,12 +100,13 @@ async def connection_id(api: Api, cid: int) -> int:
 async def test_a_drained_read_keeps_its_connection_and_sends_no_kill(
     api: Api, db_type: str, read_only: bool,
 ) -> None:
-    with pool_login(1) as (user, password):
+    # The drivers' public path discards every connection on return (no reset), and opens
+    # the next one without waiting for the server to drop the old session: there, the test
+    # checks that the pool serves at once and opens one session a request, no more.
+    same = reuses_sessions(db_type)
+    with pool_login(1 if same else 0) as (user, password):
         cid = await api.register(db_type, username=user, password=password, maxConnections=1,
                                  readOnly=read_only, connectionTimeout=5, queryTimeout=20)
-        # The drivers' public path discards every connection on return (no reset): there,
-        # the test checks that the pool serves at once and never opens a second session.
-        same = reuses_sessions(db_type)
         with LoginSampler(user) as sampler:
             first = await connection_id(api, cid)
             for _ in range(3):
@@ -118,9 +124,11 @@ async def test_a_drained_read_keeps_its_connection_and_sends_no_kill(
             await asyncio.sleep(0.1)  # a sample after the last request
         # A KILL QUERY would have come from a second session of the login.
         assert sampler.samples > 10, sampler.samples
-        assert sampler.peak == 1
         if same:
             assert sampler.ids == {first}, sampler.ids
+            assert sampler.peak == 1
+        else:
+            assert len(sampler.ids) <= 1 + 3 * 2, sampler.ids
         snap = api.snapshot(cid)
         assert snap.checked_out == 0 and snap.open <= 1
 
