@@ -33,13 +33,13 @@ _SLICE = 128  # rows read from the wire between two budget checks
 # connection is given up. Giving it up costs a second slot for the killer, a KILL QUERY
 # round trip, polls of the session list (20 ms apart at first) and a new connection (TCP,
 # login, set-up), all before the answer goes out; with every slot busy (maxConnections 1)
-# the pool waits for the statement's own limit. Reading is cheaper up to about that cost:
-# aiomysql decodes about 4 us a small row (asyncmy ~0.1 us), so 100 ms drains ~25 000
-# small rows (a typical overshoot of a few thousand with room to spare on a shared CPU).
-# 4 MiB is what a 1 Gbit/s link carries in ~35 ms; it bounds the bandwidth and memory
-# spent on rows nobody reads. Fixed: nothing a caller sends scales them (``maxRows`` only
-# decides whether there is a rest).
-DRAIN_SECONDS = 0.1
+# the pool waits for the statement's own limit. aiomysql decodes about 4 us a small row
+# (asyncmy ~0.1 us): a typical overshoot of a few thousand rows drains in 20-40 ms alone,
+# and several times that on a shared, busy CPU (measured: 5 000 rows past 100 ms under the
+# test suite's load), hence 200 ms of wall time. 4 MiB is what a 1 Gbit/s link carries in
+# ~35 ms; it bounds the bandwidth and memory spent on rows nobody reads. Fixed: nothing a
+# caller sends scales them (``maxRows`` only decides whether there is a rest).
+DRAIN_SECONDS = 0.2
 DRAIN_BYTES = 4 * 1024 * 1024
 
 
