@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from typing import Any
 
 import aiomysql
@@ -32,6 +33,9 @@ _NO_BACKSLASH_ESCAPES = 0x200  # server_status flag: the session's sql_mode has 
 _IN_TRANS = 0x1  # server_status flag: a transaction is open
 _AUTOCOMMIT = 0x2  # server_status flag: autocommit is on
 _WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_status")
+_DRAIN_SLICE = 256  # rows read per call while draining (bounds memory between checks)
+_CELL = 8  # bytes counted for a value that is not text or bytes (numbers, dates, NULL)
+_ROW = 4  # a row packet's header
 
 
 class MySqlAdapter:
@@ -95,6 +99,24 @@ class MySqlAdapter:
         cursor = await self.cursor(driver)
         await cursor.execute(sql, args)
         return cursor
+
+    async def drain(self, cursor: Any, *, seconds: float, max_bytes: int) -> bool:
+        """Read and drop the rest of an unbuffered cursor's result (never encoded): True when
+        its end came within ``seconds`` and about ``max_bytes`` of row data (the cursor is
+        then closed and the connection clean); False past either bound, rows left unread.
+
+        Public API on both drivers (``fetchmany``): the bound is checked between slices,
+        so a slice of very wide rows can overshoot it by at most ``_DRAIN_SLICE`` rows."""
+        deadline = time.monotonic() + seconds
+        read = 0
+        while True:
+            rows = await cursor.fetchmany(_DRAIN_SLICE)
+            if len(rows) < _DRAIN_SLICE:  # the end of the result (its EOF packet read)
+                await cursor.close()
+                return True
+            read += sum(_row_bytes(row) for row in rows)
+            if read > max_bytes or time.monotonic() >= deadline:
+                return False
 
     def json_columns(self, description: Any) -> frozenset[int]:
         """The JSON columns of a cursor's ``description``."""
@@ -163,6 +185,11 @@ class MySqlAdapter:
             if inspect.isawaitable(closed):
                 await closed
         return True
+
+
+def _row_bytes(row: Any) -> int:
+    """About how many bytes a row took on the wire (text and bytes by length)."""
+    return _ROW + sum(len(v) if isinstance(v, str | bytes | bytearray) else _CELL for v in row)
 
 
 class AiomysqlAdapter(MySqlAdapter):
