@@ -71,7 +71,11 @@ class _Plan:
                 return None
             name, model = self.body
             try:
-                values[name] = model.model_validate_json(await request.body())
+                body = await request.body()
+            except Exception:  # the client went away mid-body ...: FastAPI answers as it would
+                return None
+            try:
+                values[name] = model.model_validate_json(body)
             except ValidationError:
                 return None
         for name, auth in self.auth:

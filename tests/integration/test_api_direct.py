@@ -5,6 +5,7 @@ switched off is the reference, errors and successes alike."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi.routing import APIRoute
 
 import app.api.direct as direct_module
 from app.api.routes import ROUTERS
+from app.main import create_app
 from tests.support.api import ADMIN, API_KEY, BASE, make_settings, running_app
 from tests.support.query import connection_body
 
@@ -139,3 +141,41 @@ def test_only_the_query_route_is_served_directly() -> None:
         if isinstance(route, APIRoute) and direct_module._plan(route) is not None
     }
     assert planned == {(f"{BASE}/{{connection_id}}/query", "POST")}
+
+
+async def test_a_client_gone_before_its_body_arrives_gets_fastapis_answer_no_error(
+    registry_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body cut off by a disconnect (Content-Length announced, the client gone) is no
+    error of ours: the direct path leaves it to FastAPI's handler, which refuses it like
+    for any unreadable body, and nothing reaches the log as an ERROR or escapes the app."""
+    app = create_app(make_settings(registry_url), configure_logs=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            created = await http.post(BASE, json=connection_body("postgresql"), headers=ADMIN)
+            assert created.status_code == 201, created.text
+            cid = int(created.json()["data"]["id"])
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": f"{BASE}/{cid}/query",
+            "raw_path": f"{BASE}/{cid}/query".encode(), "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(GOOD)).encode()),
+                        (b"authorization", f"Bearer {API_KEY}".encode())],
+            "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+        }  # fmt: skip
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [422], sent  # FastAPI's 400, in our envelope
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
