@@ -5,7 +5,7 @@ SQLAlchemy's per-checkout machinery (a greenlet hop each way, the checkout / che
 events, a new ``Connection`` and pool fairy) then runs once per connection lifetime instead
 of once per request. A lend is a pop from the idle stack; a return is the session reset
 (``session_reset.SessionReset``, run straight on the driver connection, when
-``session_reset.needs_reset`` says so) and a push.
+``session_state.needs_reset`` says so) and a push.
 
 SQLAlchemy still owns, opens, validates, recycles, invalidates and closes every connection:
 
@@ -108,7 +108,7 @@ class Lender:
         return self._lend(Lent(conn, raw.driver_connection, raw.info), request)
 
     def _lend(self, lent: Lent, request: bool) -> AsyncConnection:
-        if request:
+        if request:  # what a request may do to the session: reset on return
             mark_dirty(lent.info)
         self._accounting.lend(lent.info)
         self._out[lent.conn] = lent
@@ -129,7 +129,7 @@ class Lender:
             async with asyncio.timeout(self._reset.timeout):
                 if conn.in_transaction():  # SQLAlchemy-level work (tests, monitoring)
                     await conn.rollback()
-                if needs_reset(lent.info):
+                if needs_reset(lent.info, lent.driver):
                     if not await self._reset(lent.driver, lent.info):
                         await self._invalidate(lent)  # the driver cannot reset it
                         return
