@@ -102,9 +102,9 @@ class Lender:
 
     def adopt(self, conn: AsyncConnection, *, request: bool) -> AsyncConnection:
         """Lend ``conn``, just checked out of SQLAlchemy's pool (checked by its checkout)."""
-        fairy = conn.sync_connection
-        assert fairy is not None
-        raw = fairy.connection
+        sync = conn.sync_connection
+        assert sync is not None
+        raw = sync.connection  # the pool's proxy, already checked out: no I/O
         return self._lend(Lent(conn, raw.driver_connection, raw.info), request)
 
     def _lend(self, lent: Lent, request: bool) -> AsyncConnection:
@@ -122,7 +122,8 @@ class Lender:
         if lent is None:  # already discarded and forgotten (a retry on a fresh one)
             await _close_quietly(conn)
             return
-        if not keep or self.closed or conn.invalidated or driver_closed(lent.driver):
+        if (not keep or self.closed or conn.invalidated or conn.closed
+                or driver_closed(lent.driver)):
             await self._invalidate(lent)
             return
         try:
@@ -140,10 +141,10 @@ class Lender:
                         extra={"pool": self._name, "error": type(exc).__name__})
             await self._invalidate(lent)
             return
-        self._accounting.returned(lent.info)
-        if self.closed:  # closed while the reset ran
-            await self._to_pool(lent)
+        if self.closed:  # closed while the reset ran (the engine may be disposed already)
+            await self._invalidate(lent)
             return
+        self._accounting.returned(lent.info)
         self._idle.append(lent)
 
     def forget(self, conn: AsyncConnection) -> None:
