@@ -299,7 +299,13 @@ class ManagedPool:
         if self._closing or not self._gate.try_acquire():
             return
         try:
-            conn = self._lender.adopt(await self._connect(), request=False)
+            # Through the lender first: idle ones it cannot vouch for (dead, most likely)
+            # go back to the engine's pool, so the checkout below finds a slot there.
+            conn = await self._lender.take(request=False)
+            if conn is None:
+                conn = self._lender.adopt(await self._connect(), request=False)
+            else:
+                self._connected()
             await self._lender.give_back(conn, alive=True, keep=not self._closing)
         except DatabaseError:
             pass  # recorded on the breaker: it has scheduled the next probe
