@@ -325,3 +325,22 @@ async def test_health_check_uses_an_idle_lent_connection(
     assert checkouts == [] and await session_ids(target, config) == {session}
     snap = pool.snapshot()
     assert (snap.checked_out, snap.checked_in, snap.stats.acquisitions) == (0, 1, 1)
+
+
+async def test_stale_and_old_idle_connections_never_make_a_request_wait_in_sqlalchemy(
+    target: Target, pools: list[ManagedPool]
+) -> None:
+    # Every idle connection is past VALIDATE_AFTER (and past pool_recycle): each request
+    # hands the ones it meets back to SQLAlchemy's pool and checks one out there (pinged or
+    # recycled), many at once. None times out, and the figures stay the database's.
+    config = target.config(max_connections=3, connection_timeout=2)
+    pool = ManagedPool(config, Settings(pool_recycle_seconds=1.0))
+    pools.append(pool)
+    for _ in range(3):
+        await asyncio.gather(*(pool.run(lambda conn: asyncio.sleep(0.05)) for _ in range(3)))
+        await asyncio.sleep(1.1)  # stale and old
+        found = await asyncio.gather(*(backend(pool) for _ in range(30)))
+        assert len(found) == 30
+    snap = pool.snapshot()
+    assert snap.checked_out == 0 and snap.stats.acquire_timeouts == 0
+    assert await wait_for_count(target, config, snap.open) == snap.open <= 3
