@@ -223,10 +223,9 @@ class ManagedPool:
             async with asyncio.timeout(self._timeout):
                 with self._tracing.pool_span("connect", self.config):
                     conn = await self._lender.take(request=True)
-                    if conn is not None:
-                        return conn
-                    # No await between the empty idle stack and the checkout's slot.
-                    conn = self._lender.adopt(await self.engine.connect(), request=True)
+                    if conn is None:
+                        # No await between the empty idle stack and the checkout's slot.
+                        conn = self._lender.adopt(await self.engine.connect(), request=True)
         except HostNotAllowed:
             raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:

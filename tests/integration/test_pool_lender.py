@@ -344,3 +344,18 @@ async def test_stale_and_old_idle_connections_never_make_a_request_wait_in_sqlal
     snap = pool.snapshot()
     assert snap.checked_out == 0 and snap.stats.acquire_timeouts == 0
     assert await wait_for_count(target, config, snap.open) == snap.open <= 3
+
+
+async def test_a_request_on_a_connection_the_monitor_opened_shows_the_pool_ok(
+    target: Target, pools: list[ManagedPool], patient: None
+) -> None:
+    # A cluster's role probe opens the first connection; the first request then gets it
+    # from the lender (no new checkout) and still counts as proof the node is healthy.
+    config = target.config(max_connections=2)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    checkouts = checkouts_of(pool)
+    assert await pool.inspect("SELECT 1 AS one") == [{"one": 1}]
+    await backend(pool)
+    assert len(checkouts) == 1
+    assert pool.snapshot().state == "ok"
