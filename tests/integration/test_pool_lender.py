@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from app.domain import ConnectionConfig
 from app.pools import session_reset
-from app.pools.drivers import FALLBACK_ENV, fallback_forced
+from app.pools.drivers import FALLBACK_ENV, forget_checks
 from app.pools.managed_pool import ManagedPool
 from app.pools.manager import PoolManager
 from app.pools.query import run_query
@@ -31,24 +31,25 @@ from tests.integration.test_pool_basics import (
     wait_for_count,
 )
 from tests.support import dbs
-from tests.support.seam import reuses_sessions
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb]
 
 
+@pytest.fixture(autouse=True)
+def fast_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The lender on the drivers' fast path, even in a ``DBPOOL_DRIVER_FALLBACK`` run: the
+    public path keeps nothing to lend on MySQL (a connection it cannot reset is discarded
+    on return) and cannot trim; test_pool_session and test_driver_adapters cover it."""
+    monkeypatch.delenv(FALLBACK_ENV, raising=False)
+    forget_checks()
+    yield
+    monkeypatch.undo()
+    forget_checks()
+
+
 @pytest.fixture(params=ENGINES)
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    if not reuses_sessions(request.param):
-        pytest.skip("the driver's public path discards each connection on return: "
-                    "there is nothing to keep and lend again")
+def target(request: pytest.FixtureRequest, fast_path: None) -> Iterator[Target]:
     yield from make_target(request.param)
-
-
-def needs_trimming() -> None:
-    """Closing idle connections needs SQLAlchemy's pool internals (``queue_pool``); on the
-    public path they live until ``pool_recycle``."""
-    if fallback_forced():
-        pytest.skip(f"{FALLBACK_ENV}: SQLAlchemy's public pool API cannot close idle ones")
 
 
 @pytest.fixture
@@ -124,7 +125,6 @@ def checkouts_of(pool: ManagedPool) -> list[int]:
 async def test_figures_match_the_database_while_lent_and_after_trimming(
     target: Target, pools: list[ManagedPool]
 ) -> None:
-    needs_trimming()
     config = target.config(max_connections=4, min_connections=0)
     pool = ManagedPool(config, Settings())
     pools.append(pool)
@@ -210,7 +210,6 @@ async def test_recycle_still_replaces_an_old_connection(
 async def test_idle_trim_closes_the_session_on_the_server(
     target: Target, pools: list[ManagedPool]
 ) -> None:
-    needs_trimming()
     config = target.config(max_connections=2)
     pool = ManagedPool(config, Settings())
     pools.append(pool)
@@ -227,7 +226,6 @@ async def test_idle_trim_closes_the_session_on_the_server(
 async def test_the_surplus_goes_idle_under_light_load_and_is_trimmed(
     target: Target, pools: list[ManagedPool]
 ) -> None:
-    needs_trimming()
     # Last in, first out: one request at a time keeps reusing the same connection, so the
     # others sit idle long enough to be trimmed (first in, first out would keep all busy).
     config = target.config(max_connections=3)
