@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.pools.accounting import PoolAccounting
 from app.pools.session_reset import OPENED_AT, SessionReset, driver_closed, mark_alive, trusted
-from app.pools.session_state import mark_dirty, needs_reset
+from app.pools.session_state import needs_reset
 
 __all__ = ["Lender", "Lent"]
 
@@ -86,30 +86,29 @@ class Lender:
         """The driver connection under a lent ``conn``."""
         return self._out[conn].driver
 
-    async def take(self, *, request: bool) -> AsyncConnection | None:
+    async def take(self) -> AsyncConnection | None:
         """An idle connection it can vouch for, or None: the holder (who holds a gate slot)
         then checks one out of SQLAlchemy's pool at once (``adopt``). Those it cannot vouch
-        for go back to SQLAlchemy's pool on the way. ``request``: lent to a caller's
-        statements (the session may change); else to the pool's own monitoring."""
+        for go back to SQLAlchemy's pool on the way. Lending does not make a session dirty:
+        what the holder sends does (``session_state``: the query runner per statement,
+        SQLAlchemy's ``execute`` always)."""
         for _ in range(len(self._idle) + 4 * self._capacity):  # bounded: returns race in
             if not self._idle:
                 return None
             lent = self._idle.pop()
             if trusted(lent.info, lent.driver) and not self._aged(lent):
-                return self._lend(lent, request)
+                return self._lend(lent)
             await self._to_pool(lent)
         return None
 
-    def adopt(self, conn: AsyncConnection, *, request: bool) -> AsyncConnection:
+    def adopt(self, conn: AsyncConnection) -> AsyncConnection:
         """Lend ``conn``, just checked out of SQLAlchemy's pool (checked by its checkout)."""
         sync = conn.sync_connection
         assert sync is not None
         raw = sync.connection  # the pool's proxy, already checked out: no I/O
-        return self._lend(Lent(conn, raw.driver_connection, raw.info), request)
+        return self._lend(Lent(conn, raw.driver_connection, raw.info))
 
-    def _lend(self, lent: Lent, request: bool) -> AsyncConnection:
-        if request:  # what a request may do to the session: reset on return
-            mark_dirty(lent.info)
+    def _lend(self, lent: Lent) -> AsyncConnection:
         self._accounting.lend(lent.info)
         self._out[lent.conn] = lent
         return lent.conn

@@ -222,10 +222,10 @@ class ManagedPool:
         try:
             async with asyncio.timeout(self._timeout):
                 with self._tracing.pool_span("connect", self.config):
-                    conn = await self._lender.take(request=True)
+                    conn = await self._lender.take()
                     if conn is None:
                         # No await between the empty idle stack and the checkout's slot.
-                        conn = self._lender.adopt(await self.engine.connect(), request=True)
+                        conn = self._lender.adopt(await self.engine.connect())
         except HostNotAllowed:
             raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:
@@ -300,9 +300,9 @@ class ManagedPool:
         try:
             # Through the lender first: idle ones it cannot vouch for (dead, most likely)
             # go back to the engine's pool, so the checkout below finds a slot there.
-            conn = await self._lender.take(request=False)
+            conn = await self._lender.take()
             if conn is None:
-                conn = self._lender.adopt(await self._connect(), request=False)
+                conn = self._lender.adopt(await self._connect())
             else:
                 self._connected()
             await self._lender.give_back(conn, alive=True, keep=not self._closing)
@@ -440,9 +440,9 @@ class ManagedPool:
     async def _borrowed(self) -> AsyncConnection:
         """A connection for the pool's own use (the caller holds a gate slot): an idle one,
         else a checkout; failures raised as they come (the caller's to judge)."""
-        conn = await self._lender.take(request=False)
+        conn = await self._lender.take()
         if conn is None:
-            conn = self._lender.adopt(await self.engine.connect(), request=False)
+            conn = self._lender.adopt(await self.engine.connect())
         return conn
 
     @asynccontextmanager
