@@ -357,3 +357,31 @@ async def test_a_request_on_a_connection_the_monitor_opened_shows_the_pool_ok(
     await backend(pool)
     assert len(checkouts) == 1
     assert pool.snapshot().state == "ok"
+
+
+async def test_a_clean_connection_the_lender_hands_back_is_pinged_at_its_next_checkout(
+    target: Target, pools: list[ManagedPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain read leaves the session clean: its return sends nothing. Past VALIDATE_AFTER
+    # the lender cannot vouch for it and hands it back to SQLAlchemy's pool, whose reset
+    # event finds it clean: that is no proof of life, so the checkout that follows pings.
+    monkeypatch.setattr(session_reset, "VALIDATE_AFTER", 0.2)
+    pings: list[int] = []
+    name = "_pg_ping" if target.is_pg else "_mysql_ping"
+    real = getattr(session_reset, name)
+
+    async def counted(raw: Any) -> None:
+        pings.append(1)
+        await real(raw)
+
+    monkeypatch.setattr(session_reset, name, counted)
+    config = target.config(max_connections=1)
+    pool = ManagedPool(config, Settings())
+    pools.append(pool)
+    checkouts = checkouts_of(pool)
+    first = await backend(pool)
+    assert (len(checkouts), pings) == (1, [])  # a new connection: no ping
+    assert await backend(pool) == first and (len(checkouts), pings) == (1, [])  # vouched for
+    await asyncio.sleep(0.4)
+    assert await backend(pool) == first  # the same session, after a ping on its checkout
+    assert (len(checkouts), pings) == (2, [1])
