@@ -38,20 +38,16 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig, DbType
 from app.pools.drivers import MySqlAdapter, adapter_of
 from app.pools.gate import FairGate, GateTimeout
 
-__all__ = ["Borrow", "Canceller", "backend_id", "note_statement_end"]
-
-# A driver connection of the pool's own for the block's duration (the caller holds a gate
-# slot); one that fails in use is discarded (``ManagedPool`` lends it through its lender).
-Borrow = Callable[[], AbstractAsyncContextManager[Any]]
+__all__ = ["Canceller", "backend_id", "note_statement_end"]
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +91,10 @@ class Canceller:
     """Discards one pool's connections, stopping what they run first (MySQL/MariaDB),
     within the pool's gate."""
 
-    def __init__(self, config: ConnectionConfig, borrow: Borrow, gate: FairGate, *,
+    def __init__(self, config: ConnectionConfig, engine: AsyncEngine, gate: FairGate, *,
                  timeout: float) -> None:
         self._config = config
-        self._borrow = borrow
+        self._engine = engine
         self._gate = gate
         self._timeout = timeout
         # How long a kill waits for a slot at most: by then the session's own limit has
@@ -210,9 +206,18 @@ class Canceller:
     async def _kill(self, thread: int) -> None:
         """``KILL QUERY`` on a connection of the pool's own (the caller holds its slot), then
         wait until the server no longer lists the session."""
-        async with self._borrow() as killer:  # failed mid-kill: never reset, never reused
+        conn = await self._engine.connect()
+        try:
+            killer = (await conn.get_raw_connection()).driver_connection
             if await _kill_query(killer, thread):
                 await self._wait_gone(killer, thread)
+        except BaseException:
+            await self._invalidate(conn)  # mid-kill: never reset, never reused
+            raise
+        finally:
+            with suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await conn.close()
 
     async def _close_pg(self, driver: Any | None) -> None:
         """asyncpg's graceful close: Terminate, then wait for the server to hang up, which it
