@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import pytest
 
 from tests.faults.test_query_timeouts import _asgi_post_then_disconnect, sleep_sql
 from tests.support import dbs
+from tests.support.login_sampler import LoginSampler
 from tests.support.proxy import TcpProxy
 from tests.support.query import BASE, Api, api, query_registry, running_statements, unique
 
@@ -34,46 +34,10 @@ __all__ = ["api", "query_registry"]  # fixtures
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 MAX = 2
-SAMPLE_LIMIT_S = 60.0  # the sampler's own bound
 
 
-class SessionSampler:
-    """Counts the sessions of one login in a thread, back to back; keeps the peak and what
-    the server listed at that moment."""
-
-    def __init__(self, user: str) -> None:
-        self.user = user
-        self.peak = 0
-        self.at_peak: list[tuple[object, ...]] = []
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        conn = dbs.my_admin()
-        deadline = time.monotonic() + SAMPLE_LIMIT_S
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT ID, COMMAND, INFO FROM information_schema.PROCESSLIST "
-                                "WHERE USER = %s", (self.user,))
-                    rows = list(cur.fetchall())
-                self.samples += 1
-                if len(rows) > self.peak:
-                    self.peak, self.at_peak = len(rows), rows
-        finally:
-            conn.close()
-
-    def __enter__(self) -> SessionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def verdict(self) -> str:
-        return f"the server listed {self.peak} sessions of the pool (max {MAX}): {self.at_peak}"
+def verdict(sampler: LoginSampler) -> str:
+    return f"the server listed {sampler.peak} sessions of the pool (max {MAX}): {sampler.at_peak}"
 
 
 @contextmanager
@@ -104,7 +68,7 @@ async def test_every_slot_busy_the_kill_waits_for_a_slot_of_its_own(api: Api) ->
     with pool_login() as (user, password):
         cid = await api.register("mariadb", username=user, password=password,
                                  maxConnections=MAX, connectionTimeout=10, queryTimeout=30)
-        with SessionSampler(user) as sampler:
+        with LoginSampler(user) as sampler:
             for _ in range(3):  # every round must stay within MAX
                 gone, busy = unique("gone"), unique("busy")
                 # One slot: a statement whose client stays (it ends on its own after 2 s).
@@ -120,7 +84,7 @@ async def test_every_slot_busy_the_kill_waits_for_a_slot_of_its_own(api: Api) ->
                     "the statement outlived its client"
             assert (await api.query(cid, "SELECT 1 AS ok")).status_code == 200
         assert sampler.samples > 100, sampler.samples
-        assert sampler.peak <= MAX, sampler.verdict()
+        assert sampler.peak <= MAX, verdict(sampler)
 
 
 async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
@@ -133,7 +97,7 @@ async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
                                      username=user, password=password, maxConnections=MAX,
                                      connectionTimeout=1, queryTimeout=30)
             gone = unique("gone")
-            with SessionSampler(user) as sampler:
+            with LoginSampler(user) as sampler:
                 # Two warm connections that have just answered (no ping on their next use).
                 warm = [api.query(cid, sleep_sql("mariadb", 1, unique("warm")))
                         for _ in range(MAX)]
@@ -160,4 +124,4 @@ async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
                     "the statement outlived its client"
                 ok = await api.query(cid, "SELECT 1 AS ok")
                 assert ok.status_code == 200, ok.text
-        assert sampler.peak <= MAX, sampler.verdict()
+        assert sampler.peak <= MAX, verdict(sampler)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import pytest
 
 from tests.faults.test_query_timeouts import _asgi_post_then_disconnect, sleep_sql
 from tests.support import dbs
+from tests.support.login_sampler import LoginSampler
 from tests.support.query import BASE, Api, api, query_registry, running_statements, unique
 from tests.support.seam import reuses_sessions
 
@@ -35,48 +35,10 @@ __all__ = ["api", "query_registry"]  # fixtures
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 MYSQLS = ["mysql", "mariadb"]
-SAMPLE_LIMIT_S = 60.0  # the sampler's own bound
 # Between two samples: the sampler thread lets the event loop have the GIL (back to back,
 # the convoy slows the loop's many small reads several-fold). A KILL's session lives longer
 # (connect, KILL, polls of the session list 20 ms apart).
 SAMPLE_PAUSE_S = 0.005
-
-
-class LoginSampler:
-    """The sessions of one login, sampled back to back in a thread: the peak count and
-    every session id seen."""
-
-    def __init__(self, user: str) -> None:
-        self.user = user
-        self.peak = 0
-        self.ids: set[int] = set()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        conn = dbs.my_admin()
-        deadline = time.monotonic() + SAMPLE_LIMIT_S
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
-                                (self.user,))
-                    rows = list(cur.fetchall())
-                self.samples += 1
-                self.peak = max(self.peak, len(rows))
-                self.ids.update(int(row[0]) for row in rows)
-                time.sleep(SAMPLE_PAUSE_S)
-        finally:
-            conn.close()
-
-    def __enter__(self) -> LoginSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 @contextmanager
@@ -107,7 +69,7 @@ async def test_a_drained_read_keeps_its_connection_and_sends_no_kill(
     with pool_login(1 if same else 0) as (user, password):
         cid = await api.register(db_type, username=user, password=password, maxConnections=1,
                                  readOnly=read_only, connectionTimeout=5, queryTimeout=20)
-        with LoginSampler(user) as sampler:
+        with LoginSampler(user, SAMPLE_PAUSE_S) as sampler:
             first = await connection_id(api, cid)
             for _ in range(3):
                 started = time.monotonic()
@@ -142,7 +104,7 @@ async def test_a_result_too_large_to_drain_is_stopped_within_max(api: Api, db_ty
     with pool_login(1) as (user, password):
         cid = await api.register(db_type, username=user, password=password, maxConnections=1,
                                  connectionTimeout=1, queryTimeout=5)
-        with LoginSampler(user) as sampler:
+        with LoginSampler(user, SAMPLE_PAUSE_S) as sampler:
             first = await connection_id(api, cid)
             started = time.monotonic()
             response = await api.query(cid, huge, maxRows=10)
@@ -174,7 +136,7 @@ async def test_a_hang_up_frees_the_only_slot_at_the_statements_own_limit(api: Ap
     with pool_login(1) as (user, password):
         cid = await api.register("mariadb", username=user, password=password,
                                  maxConnections=1, connectionTimeout=1, queryTimeout=6)
-        with LoginSampler(user) as sampler:
+        with LoginSampler(user, SAMPLE_PAUSE_S) as sampler:
             started = time.monotonic()
             sent = await _asgi_post_then_disconnect(
                 api, f"{BASE}/{cid}/query", {"sql": sleep_sql("mariadb", 30, marker)},
