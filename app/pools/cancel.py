@@ -14,16 +14,14 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   socket is closed at once, but its connection (SQLAlchemy's record of it) stays checked
   out and keeps its slot, so no checkout can reopen that record while the old session
   still runs. The kill takes a free slot, or the next one freed, ahead of every request
-  (``FairGate.acquire(first=True)``), waiting no longer than the session's own statement
-  limit takes to end it: until the statement's send time (``note_statement_end``) plus
-  its limit plus a margin, at most ``query_timeout`` plus the margin. If no slot comes
-  (when every slot is held by a statement awaiting its kill, none can), the server's
-  limit has ended the statement by then, and the closed socket its session: the slot is
-  freed then, not a full ``query_timeout`` after the discard; a slot that only comes
-  after that limit has fired is passed on at once, never used to open a killer.
-  Otherwise the statement is killed, and both slots (the killer's and the statement's)
+  (``FairGate.acquire(first=True)``), and both slots (the killer's and the statement's)
   stay held until the server no longer lists the session, or the kill's hard limit
-  passes. A caller waits at most ``timeout`` for all this; past that it goes on in the
+  passes. The session's own statement limit is never taken as proof that the statement
+  has ended: MariaDB's timer can fire seconds late under load, and a caller can lift the
+  limit for one statement (``SET STATEMENT max_statement_time=0 FOR ...``). Only when no
+  slot comes for ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a
+  statement awaiting its kill, as with ``maxConnections`` 1) is the slot freed unseen.
+  A caller waits at most ``timeout`` for all this; past that it goes on in the
   background, still holding both slots (``take_over``), so a kill the server is slow to
   answer never lets a new session open next to the ones it has not ended yet. A kill
   that fails (the server unreachable) is logged and frees both slots.
@@ -36,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -47,29 +44,12 @@ from app.domain import ConnectionConfig, DbType
 from app.pools.drivers import MySqlAdapter, adapter_of
 from app.pools.gate import FairGate, GateTimeout
 
-__all__ = ["Canceller", "backend_id", "note_statement_end"]
+__all__ = ["Canceller", "backend_id"]
 
 log = logging.getLogger(__name__)
 
 _GONE_POLL = (0.02, 0.2)  # seconds between two looks at the session list: first, at most
-_SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit, the statement has ended
-_ENDS_BY = "dbpool_statement_ends_by"  # pool record info: monotonic time, see below
-
-
-def note_statement_end(conn: AsyncConnection, ends_by: float) -> None:
-    """Before ``conn`` is discarded: the session's own limit ends its statement by
-    ``ends_by`` (``time.monotonic()``), so a kill waits for a slot no longer than that."""
-    sync = conn.sync_connection
-    if sync is not None and not sync.invalidated and not sync.closed:
-        sync.connection.info[_ENDS_BY] = ends_by
-
-
-def _statement_end(conn: AsyncConnection) -> float | None:
-    sync = conn.sync_connection
-    if sync is None or sync.invalidated or sync.closed:
-        return None
-    value = sync.connection.info.pop(_ENDS_BY, None)
-    return value if isinstance(value, float) else None
+_SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit, before a slot is freed unseen
 
 
 def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
@@ -97,8 +77,8 @@ class Canceller:
         self._engine = engine
         self._gate = gate
         self._timeout = timeout
-        # How long a kill waits for a slot at most: by then the session's own limit has
-        # fired (less when the statement's send time is known: ``note_statement_end``).
+        # How long a kill waits for a slot at most; none by then: every slot holds a statement
+        # awaiting its kill, and the slot is freed unseen, past the session's own limit.
         self.slot_wait = config.query_timeout + _SERVER_LIMIT_MARGIN
         # How long a kill, once it has its slot, may hold it: the statement has ended by
         # then whatever the kill does, so the server answers unless its link is gone.
@@ -129,7 +109,7 @@ class Canceller:
         # earlier, SQLAlchemy would hand the record to the next checkout (the kill's own,
         # first of all), which would open a new session next to this one.
         _hang_up(driver)
-        task = asyncio.create_task(self._stop(conn, thread, self._limit_end(conn)))
+        task = asyncio.create_task(self._stop(conn, thread))
         self._stops[conn] = task
         task.add_done_callback(lambda _: self._stops.pop(conn, None))
         with suppress(TimeoutError):
@@ -159,40 +139,23 @@ class Canceller:
         if late:
             await asyncio.wait(late, timeout=self._timeout)
 
-    def _limit_end(self, conn: AsyncConnection) -> float | None:
-        """When the session's own limit ends ``conn``'s statement, if that is still ahead.
-
-        Given up before it (client gone, rows left unread), the statement ends by its send
-        time plus its limit (``note_statement_end``). Given up past it (the client timer:
-        the server did not stop it in time), nothing says when it ends: None."""
-        ends_by = _statement_end(conn)
-        if ends_by is None or ends_by + _SERVER_LIMIT_MARGIN <= time.monotonic():
-            return None
-        return ends_by
-
-    async def _stop(self, conn: AsyncConnection, thread: int, ends_by: float | None) -> None:
+    async def _stop(self, conn: AsyncConnection, thread: int) -> None:
         try:
-            await self._kill_in_a_slot(thread, ends_by)
+            await self._kill_in_a_slot(thread)
         finally:
             await self._invalidate(conn)  # its record goes back to the pool, empty
 
-    async def _kill_in_a_slot(self, thread: int, ends_by: float | None) -> None:
-        """Kill in a slot of the pool's, taken before the statement's own limit ends it: up
-        to ``slot_wait``, or until ``ends_by`` plus the margin when known. A slot that comes
-        only after ``ends_by`` (another statement's, freed by its own limit) is passed on at
-        once: the server has stopped this statement too, only the margin is waited out."""
-        wait = self.slot_wait
-        if ends_by is not None:
-            wait = min(wait, ends_by + _SERVER_LIMIT_MARGIN - time.monotonic())
+    async def _kill_in_a_slot(self, thread: int) -> None:
+        """Kill in a slot of the pool's, the next one freed, waited for up to ``slot_wait``.
+        A slot that comes after the session's own limit has fired is still used: the
+        statement may outlast that limit, and ``KILL QUERY`` on a session already gone costs
+        one round trip."""
         try:
-            await self._gate.acquire(max(wait, 0.0), first=True)
+            await self._gate.acquire(self.slot_wait, first=True)
         except GateTimeout:
-            log.info("no slot came free to stop a statement; the server's own statement "
-                     "limit has ended it", extra={"pool": self._config.pool_name})
-            return
-        if ends_by is not None and time.monotonic() >= ends_by:
-            self._gate.release()
-            await asyncio.sleep(max(0.0, ends_by + _SERVER_LIMIT_MARGIN - time.monotonic()))
+            log.warning("no slot came free to stop a statement: every slot holds one "
+                        "awaiting its kill; its slot is freed past the session's own limit",
+                        extra={"pool": self._config.pool_name})
             return
         try:
             async with asyncio.timeout(self.hard_limit):

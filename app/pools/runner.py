@@ -8,7 +8,6 @@ calls go through its adapter (``app.pools.drivers``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain import ConnectionConfig
 from app.errors import DatabaseError, DbPoolError, ResultTooLarge
 from app.pools.budget import ResultBudget
-from app.pools.cancel import note_statement_end
 from app.pools.drivers import DriverAdapter, Fetched
 from app.pools.encoding import RowFormat, encode_rows
 from app.pools.lanes import Planned, plan
@@ -76,7 +74,6 @@ class Runner:
         self.budget, self.seconds = budget, seconds
         self.unread = False
         self.sends = 0  # statements handed to the driver so far (each may reach the server)
-        self.sent_at: float | None = None  # monotonic time the latest statement was sent
 
     async def query(self, statement: Statement) -> StatementResult:
         raise NotImplementedError
@@ -94,7 +91,6 @@ class Runner:
 
     def sending(self) -> None:
         self.sends += 1
-        self.sent_at = time.monotonic()
 
     async def driver(self) -> Any:
         """The driver connection, refused (``SentNothing``) when known dead."""
@@ -116,13 +112,7 @@ class Runner:
         return sync.connection.dbapi_connection
 
     async def abandon(self, discard: Discard | None) -> None:
-        """Stop the statement on the server, then make sure the connection is never reused.
-
-        MySQL/MariaDB: the session's own limit (``seconds``: the request's, set by the
-        runner when tighter) ends the latest statement sent by ``sent_at + seconds``; the
-        canceller waits no longer than that for a slot to kill it from."""
-        if self.sent_at is not None and self.config.db_type.is_mysql_family:
-            note_statement_end(self.conn, self.sent_at + self.seconds)
+        """Stop the statement on the server, then make sure the connection is never reused."""
         await (discard or invalidate)(self.conn)
 
     async def stop(self, discard: Discard | None) -> None:

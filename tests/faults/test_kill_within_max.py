@@ -125,3 +125,38 @@ async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
                 ok = await api.query(cid, "SELECT 1 AS ok")
                 assert ok.status_code == 200, ok.text
         assert sampler.peak <= MAX, verdict(sampler)
+
+
+async def test_a_statement_its_own_limit_does_not_stop_is_killed_before_its_slot_is_freed(
+    api: Api,
+) -> None:
+    """The session's statement limit is not a promise that frees a slot: MariaDB's timer can
+    fire seconds late, and a caller can lift it for one statement (``SET STATEMENT
+    max_statement_time=0 FOR ...``). Past the request's timeout the statement is killed, and
+    its slot is freed only once the server no longer lists its session."""
+    with pool_login() as (user, password):
+        async with TcpProxy(dbs.MY_HOST, dbs.MY_PORT) as proxy:
+            cid = await api.register("mariadb", host="127.0.0.1", port=proxy.port,
+                                     username=user, password=password, maxConnections=MAX,
+                                     connectionTimeout=10, queryTimeout=30)
+            with LoginSampler(user) as sampler:
+                for _ in range(2):
+                    late = unique("late")
+                    # A slow link: the statement goes out 0.3-0.6 s into the request, so the
+                    # limit the request set on the session would end it after the request's
+                    # own timer (1 s + its margin) has fired.
+                    proxy.delay(0.3)
+                    sql = f"SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(6) AS {late}"
+                    timed_out = await api.query(cid, sql, timeoutSeconds=1)
+                    proxy.restore()
+                    assert timed_out.status_code == 504, timed_out.text
+                    assert timed_out.json()["error"]["code"] == "QUERY_TIMEOUT", timed_out.text
+                    # Every slot taken at once: a slot freed before the session is gone
+                    # would open a session next to it.
+                    busy = [api.query(cid, sleep_sql("mariadb", 1, unique("next")))
+                            for _ in range(MAX)]
+                    assert [r.status_code for r in await asyncio.gather(*busy)] == [200] * MAX
+                    # Killed, not left to its 6 s.
+                    assert await _gone(late), "the statement outlived its request's timeout"
+        assert sampler.samples > 50, sampler.samples
+        assert sampler.peak <= MAX, verdict(sampler)
