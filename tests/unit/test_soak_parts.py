@@ -173,15 +173,16 @@ def test_hung_up_statements_still_running_apart_from_unreachable_ones() -> None:
     section = hangups_section(hangups, seen, chaos, {"p": 2, "q": 2}, 5.0)
     assert section["statements_still_running_after_grace"] == 1  # m3: no outage on q
     assert section["still_running_while_database_unreachable"] == 1  # m1
-    assert section["examples"] == [["q", "m3", 4.0]]
+    assert section["examples"] == [["q", "m3", 4.0, 1]]  # 1 connection held by a hang-up
 
 
 def test_every_connection_hung_up_may_run_to_the_time_limit_and_no_longer() -> None:
     # Pool q of 2: m1 and m2 hang up together and hold both connections, so their kills
-    # have no connection to go on; they may run to the server's limit (5 s), not past it.
+    # have no connection to go on; they may run to the server's limit (5 s) and its slack
+    # (3 s: a late start, a server late to keep its limit), not past it.
     hangups = [["q", "m1", 100.0], ["q", "m2", 100.1], ["q", "m3", 200.0],
                ["q", "m4", 300.0], ["q", "m5", 300.0]]  # fmt: skip
-    seen = {"m1": 104.6, "m2": 104.8, "m3": 204.6, "m4": 304.5, "m5": 308.0}
+    seen = {"m1": 104.6, "m2": 104.8, "m3": 204.6, "m4": 307.5, "m5": 309.0}
     section = hangups_section(hangups, seen, [], {"q": 2}, 5.0)
     assert section["ended_at_time_limit_every_connection_hung_up"] == 3  # m1, m2, m4
     # m3 had a free connection for its kill; m5 ran past the limit and its slack.
