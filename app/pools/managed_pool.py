@@ -451,12 +451,16 @@ class ManagedPool:
 
     def _counts(self) -> str:
         out = self.checked_out
-        return f"open={self.open}, active={out}, idle={self.open - out}, waiting={self.waiting}"
+        counts = f"open={self.open}, active={out}, idle={self.open - out}, waiting={self.waiting}"
+        if self._canceller.busy:  # slots held until the server has dropped their statements
+            counts += f", stopping={self._canceller.busy}"
+        return counts
 
     def _count_details(self) -> dict[str, int]:
         out = self.checked_out
         return {"open": self.open, "active": out, "idle": self.open - out,
-                "waiting": self.waiting, "max": self.config.max_connections}
+                "waiting": self.waiting, "stopping": self._canceller.busy,
+                "max": self.config.max_connections}
 
     def _state(self) -> PoolState:
         if self._breaker.auth_failed:

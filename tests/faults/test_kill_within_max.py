@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from app.api.routes import queries
 from tests.faults.test_query_timeouts import _asgi_post_then_disconnect, sleep_sql
 from tests.support import dbs
 from tests.support.login_sampler import LoginSampler
@@ -88,8 +89,11 @@ async def test_every_slot_busy_the_kill_waits_for_a_slot_of_its_own(api: Api) ->
 
 
 async def test_a_kill_slow_to_answer_keeps_its_slots_until_the_session_is_gone(
-    api: Api,
+    api: Api, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The kill must go out on a warm connection within VALIDATE_AFTER of its last answer (no
+    # checkout ping through the slowed link): the hang-up is acted on at once.
+    monkeypatch.setattr(queries, "HANG_UP_GRACE_SECONDS", 0.0)
     with pool_login() as (user, password):
         async with TcpProxy(dbs.MY_HOST, dbs.MY_PORT) as proxy:
             # connectionTimeout 1: the request waits at most 1 s for the stop of its statement.
@@ -160,3 +164,31 @@ async def test_a_statement_its_own_limit_does_not_stop_is_killed_before_its_slot
                     assert await _gone(late), "the statement outlived its request's timeout"
         assert sampler.samples > 50, sampler.samples
         assert sampler.peak <= MAX, verdict(sampler)
+
+
+async def test_every_client_hanging_up_on_short_statements_leaves_the_pool_serving(
+    api: Api,
+) -> None:
+    """A burst of hang-ups on every connection of a pool (a load balancer closing all its
+    connections) must not discard them all: each statement about to end ends by itself
+    within the hang-up grace and its connection goes back clean. Discarded, every slot
+    would hold a statement awaiting a kill that no slot is free to send, until
+    ``queryTimeout`` + 1 s (31 s here)."""
+    with pool_login() as (user, password):
+        cid = await api.register("mariadb", username=user, password=password,
+                                 maxConnections=MAX, connectionTimeout=2, queryTimeout=30)
+        with LoginSampler(user) as sampler:
+            for _ in range(3):
+                # Each client hangs up 0.1 s into a 0.3 s statement, on every connection.
+                burst = [_asgi_post_then_disconnect(
+                    api, f"{BASE}/{cid}/query",
+                    {"sql": sleep_sql("mariadb", 0.3, unique("short"))}, hang_up_after=0.1)
+                    for _ in range(MAX)]  # fmt: skip
+                for sent in await asyncio.gather(*burst):
+                    assert sent and sent[0]["status"] == 200, sent  # ended by itself
+                served = await asyncio.gather(*(api.query(cid, "SELECT 1 AS ok")
+                                                for _ in range(MAX)))
+                assert [r.status_code for r in served] == [200] * MAX, served[0].text
+        assert sampler.samples > 20, sampler.samples
+        assert sampler.peak <= MAX, verdict(sampler)
+        assert len(sampler.ids) == MAX, sampler.ids  # the same connections throughout

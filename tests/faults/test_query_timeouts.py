@@ -26,7 +26,7 @@ __all__ = ["api", "query_registry"]  # fixtures
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb, pytest.mark.slow]
 
 
-def sleep_sql(db_type: str, seconds: int, marker: str) -> str:
+def sleep_sql(db_type: str, seconds: float, marker: str) -> str:
     call = f"pg_sleep({seconds})" if db_type == "postgresql" else f"SLEEP({seconds})"
     return f"SELECT {call} AS {marker}"
 

@@ -5,8 +5,15 @@ connection (released when the response is ready), picks the node, retries a conn
 dead before sending, and counts, logs and traces the work; this module builds the work and the
 response.
 A statement still running after ``WATCH_AFTER_SECONDS`` gets a watcher on its client: a
-disconnect cancels the work, and the query path then cancels the statement on the server
-and discards the connection.
+disconnect cancels the work unless it ends by itself within ``HANG_UP_GRACE_SECONDS``, and
+the query path then cancels the statement on the server and discards the connection.
+
+The grace is what keeps a burst of hang-ups (a load balancer or a workflow engine closing
+every connection at once) from discarding every connection of a pool: a short statement
+ends within it and its connection goes back clean. A MySQL/MariaDB statement cancelled
+mid-flight needs a ``KILL QUERY`` from another connection of the same pool (``cancel.py``);
+with every connection holding one, no kill could go out until the statements' own time
+limit.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ PREFIX = "/api/external-db-connections"
 DEFAULT_MAX_ROWS = 1000
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody reads it, the logs do
 WATCH_AFTER_SECONDS = 0.05
+HANG_UP_GRACE_SECONDS = 0.5  # a client gone: its work may still end by itself this long
 
 T = TypeVar("T")
 
@@ -95,9 +103,9 @@ def _node(ref: NodeRef | None) -> dict[str, str] | None:
 
 
 class _DisconnectWatch:
-    """Cancels ``task`` when the client hangs up, from a watcher task started only once the
-    work has run ``WATCH_AFTER_SECONDS``: most statements finish sooner and never pay for a
-    task; a hang-up is acted on at most that late."""
+    """Cancels ``task`` when the client hangs up and the work has not ended by itself
+    ``HANG_UP_GRACE_SECONDS`` later, from a watcher task started only once the work has run
+    ``WATCH_AFTER_SECONDS``: most statements finish sooner and never pay for a task."""
 
     __slots__ = ("_request", "_task", "_timer", "_watcher", "done", "gone")
 
@@ -116,8 +124,11 @@ class _DisconnectWatch:
 
     async def _watch(self) -> None:
         await _disconnected(self._request)
+        if self.done:
+            return
+        self.gone = True
+        await asyncio.sleep(HANG_UP_GRACE_SECONDS)  # work that ends meanwhile stops this watcher
         if not self.done:
-            self.gone = True
             self._task.cancel()
 
     def stop(self) -> None:
