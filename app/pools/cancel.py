@@ -18,9 +18,14 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   stay held until the server no longer lists the session, or the kill's hard limit
   passes. The session's own statement limit is never taken as proof that the statement
   has ended: MariaDB's timer can fire seconds late under load, and a caller can lift the
-  limit for one statement (``SET STATEMENT max_statement_time=0 FOR ...``). Only when no
-  slot comes for ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a
-  statement awaiting its kill, as with ``maxConnections`` 1) is the slot freed unseen.
+  limit for one statement (``SET STATEMENT max_statement_time=0 FOR ...``). When no slot
+  comes for ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a statement
+  awaiting its kill, as with ``maxConnections`` 1), the kill goes out from the
+  statement's own slot, its record reopened: by then the session's own limit has ended
+  the statement (the kill finds nothing), unless the server is late to keep it or the
+  caller lifted it; then, and only for that kill's round trips, the server counts one
+  session more than the pool holds slots. Waiting for the statement's end instead would
+  let one caller freeze a pool for as long as its statement runs.
   A caller waits at most ``timeout`` for all this; past that it goes on in the
   background, still holding both slots (``take_over``), so a kill the server is slow to
   answer never lets a new session open next to the ones it has not ended yet. A kill
@@ -141,30 +146,39 @@ class Canceller:
 
     async def _stop(self, conn: AsyncConnection, thread: int) -> None:
         try:
-            await self._kill_in_a_slot(thread)
+            if not await self._kill_in_a_slot(thread):
+                # No slot came: every slot holds a statement awaiting its kill. The kill goes
+                # out in this statement's own slot, its record reopened for it.
+                await self._invalidate(conn)
+                await self._bounded_kill(thread)
         finally:
             await self._invalidate(conn)  # its record goes back to the pool, empty
 
-    async def _kill_in_a_slot(self, thread: int) -> None:
-        """Kill in a slot of the pool's, the next one freed, waited for up to ``slot_wait``.
-        A slot that comes after the session's own limit has fired is still used: the
-        statement may outlast that limit, and ``KILL QUERY`` on a session already gone costs
-        one round trip."""
+    async def _kill_in_a_slot(self, thread: int) -> bool:
+        """Kill in a slot of the pool's, the next one freed, waited for up to ``slot_wait``;
+        False when none came. A slot that comes after the session's own limit has fired is
+        still used: the statement may outlast that limit, and ``KILL QUERY`` on a session
+        already gone costs one round trip."""
         try:
             await self._gate.acquire(self.slot_wait, first=True)
         except GateTimeout:
             log.warning("no slot came free to stop a statement: every slot holds one "
-                        "awaiting its kill; its slot is freed past the session's own limit",
+                        "awaiting its kill; it is stopped from its own slot",
                         extra={"pool": self._config.pool_name})
-            return
+            return False
+        try:
+            await self._bounded_kill(thread)
+        finally:
+            self._gate.release()
+        return True
+
+    async def _bounded_kill(self, thread: int) -> None:
         try:
             async with asyncio.timeout(self.hard_limit):
                 await self._kill(thread)
         except Exception as exc:
             log.warning("stopping a statement on the server failed",
                         extra={"pool": self._config.pool_name, "error": type(exc).__name__})
-        finally:
-            self._gate.release()
 
     async def _kill(self, thread: int) -> None:
         """``KILL QUERY`` on a connection of the pool's own (the caller holds its slot), then

@@ -192,3 +192,41 @@ async def test_every_client_hanging_up_on_short_statements_leaves_the_pool_servi
         assert sampler.samples > 20, sampler.samples
         assert sampler.peak <= MAX, verdict(sampler)
         assert len(sampler.ids) == MAX, sampler.ids  # the same connections throughout
+
+
+async def test_a_statement_outliving_its_limit_on_the_only_slot_is_killed_from_that_slot(
+    api: Api,
+) -> None:
+    """With every slot holding a statement awaiting its kill (here the only one), no slot
+    comes for the kill: after ``queryTimeout`` + 1 s it goes out from the statement's own
+    slot. A statement that outlives its session's limit (lifted by the caller here; MariaDB
+    can also be late to keep it) is killed then, not left to run on with its slot freed and
+    the pool opening a session next to it. Only that kill's own round trips may be counted
+    next to the statement."""
+    with pool_login() as (user, password):
+        cid = await api.register("mariadb", username=user, password=password,
+                                 maxConnections=1, connectionTimeout=1, queryTimeout=3)
+        late = unique("late")
+        with LoginSampler(user) as sampler:
+            # About 13 s of CPU on the server, unlimited; unlike SLEEP (which notices a
+            # closed client every 5 s), it never looks at its client until it ends.
+            sql = ("SET STATEMENT max_statement_time=0 FOR "
+                   f"SELECT BENCHMARK(800000000, 1+1) AS {late}")
+            sent = await _asgi_post_then_disconnect(api, f"{BASE}/{cid}/query", {"sql": sql},
+                                                    hang_up_after=0.5)
+            assert sent and sent[0]["status"] == 499, sent
+            hung_up = time.monotonic()
+            # queryTimeout + 1 s after the hang-up (and its 0.5 s grace), then the kill.
+            assert await _settle(late, within=10.0) is not None, "left to run to its end"
+            assert time.monotonic() - hung_up < 8.0
+            for _ in range(10):  # bounded: the slot comes back once the kill has seen it gone
+                served = await api.query(cid, "SELECT 1 AS ok")
+                if served.status_code == 200:
+                    break
+            assert served.status_code == 200, served.text
+        assert sampler.samples > 50, sampler.samples
+        assert sampler.peak <= 2, verdict(sampler)
+        if sampler.peak == 2:  # the statement and the connection sending its kill, no other
+            statements = [str(row[2] or "") for row in sampler.at_peak]
+            assert any(late in sql for sql in statements), sampler.at_peak
+            assert not any("SELECT 1" in sql for sql in statements), sampler.at_peak
