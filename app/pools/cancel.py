@@ -83,7 +83,7 @@ class Canceller:
         self._gate = gate
         self._timeout = timeout
         # How long a kill waits for a slot at most; none by then: every slot holds a statement
-        # awaiting its kill, and the slot is freed unseen, past the session's own limit.
+        # awaiting its kill, and the kill goes out from its statement's own slot.
         self.slot_wait = config.query_timeout + _SERVER_LIMIT_MARGIN
         # How long a kill, once it has its slot, may hold it: the statement has ended by
         # then whatever the kill does, so the server answers unless its link is gone.
