@@ -54,7 +54,7 @@ __all__ = ["Canceller", "backend_id"]
 log = logging.getLogger(__name__)
 
 _GONE_POLL = (0.02, 0.2)  # seconds between two looks at the session list: first, at most
-_SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit, before a slot is freed unseen
+_SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit: how long a kill waits beyond it
 
 
 def backend_id(driver_connection: Any, db_type: DbType) -> int | None:
