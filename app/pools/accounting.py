@@ -1,8 +1,14 @@
-"""Who is open and who is lent out, as SQLAlchemy's own pool events tell it.
+"""Who is open and who is lent out.
 
-Kept as sets of pool records rather than counters, so an event pair that does not
-match up (a checkout that failed half-way, a reconnect of the same record) cannot
-drift the figures. A pooled socket the server already closed is not counted as open.
+Open connections come from SQLAlchemy's own pool events (connect / close), kept as a set of
+pool records rather than a counter, so an event pair that does not match up (a connect that
+failed half-way, a reconnect of the same record) cannot drift the figure. A pooled socket
+the server already closed is not counted as open.
+
+Lent ones are marked by the lender (``app.pools.lender``) in the record's info: connections
+stay checked out of SQLAlchemy's pool between requests, so its checkout and checkin events
+no longer mean lend and return. Checked out = lent now; idle = open and not lent (in the
+lender or in SQLAlchemy's pool).
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.pools.session_reset import peer_closed
 
-__all__ = ["IDLE_SINCE", "PoolAccounting"]
+__all__ = ["IDLE_SINCE", "LENT", "PoolAccounting"]
 
 log = logging.getLogger(__name__)
 
 IDLE_SINCE = "dbpool_idle_since"  # record.info key: clock() when it last went idle
+LENT = "dbpool_lent"  # record.info key: True while lent (a reconnect clears the info)
 _CONNECT_STARTED = "dbpool_connect_started"  # record.info key: clock() when connecting began
 
 
@@ -40,7 +47,6 @@ class PoolAccounting:
         self._name = name
         self._on_create = on_create
         self._open: set[ConnectionPoolEntry] = set()
-        self._out: set[ConnectionPoolEntry] = set()
         self._attach(engine)
 
     def _attach(self, engine: AsyncEngine) -> None:
@@ -48,8 +54,6 @@ class PoolAccounting:
         event.listen(target, "do_connect", self._on_do_connect)
         event.listen(target, "connect", self._on_connect)
         event.listen(target, "close", self._on_close)
-        event.listen(target, "checkout", self._on_checkout)
-        event.listen(target, "checkin", self._on_checkin)
         event.listen(target, "invalidate", self._on_invalidate)
 
     def _on_do_connect(
@@ -69,12 +73,15 @@ class PoolAccounting:
     def _on_close(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         self._open.discard(record)
 
-    def _on_checkout(self, dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
-        self._out.add(record)
+    def lend(self, info: dict[str, Any]) -> None:
+        """The connection with this record ``info`` is lent from now on."""
+        info[LENT] = True
 
-    def _on_checkin(self, dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
-        self._out.discard(record)
-        record.info[IDLE_SINCE] = self._clock()
+    def returned(self, info: dict[str, Any], *, idle_since: bool = True) -> None:
+        """It is idle again (``idle_since``: from now; else it keeps its earlier idle time)."""
+        info[LENT] = False
+        if idle_since:
+            info[IDLE_SINCE] = self._clock()
 
     def _on_invalidate(self, dbapi_conn: Any, record: ConnectionPoolEntry, error: Any) -> None:
         log.debug("connection invalidated", extra={"pool": self._name})
@@ -86,7 +93,7 @@ class PoolAccounting:
     def counts(self) -> tuple[int, int]:
         """``(open, checked_out)`` from one pass over the records (snapshots, metrics)."""
         live = [record for record in self._open if not peer_closed(record)]
-        return len(live), sum(1 for record in live if record in self._out)
+        return len(live), sum(1 for record in live if record.info.get(LENT))
 
     @property
     def open(self) -> int:

@@ -40,16 +40,20 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import ConnectionConfig, DbType
 from app.pools.drivers import MySqlAdapter, adapter_of
 from app.pools.gate import FairGate, GateTimeout
 
-__all__ = ["Canceller", "backend_id"]
+__all__ = ["Borrow", "Canceller", "backend_id"]
+
+# A driver connection of the pool's own for the block's duration (the caller holds a gate
+# slot); one that fails in use is discarded (``ManagedPool`` lends it through its lender).
+Borrow = Callable[[], AbstractAsyncContextManager[Any]]
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,10 @@ class Canceller:
     """Discards one pool's connections, stopping what they run first (MySQL/MariaDB),
     within the pool's gate."""
 
-    def __init__(self, config: ConnectionConfig, engine: AsyncEngine, gate: FairGate, *,
+    def __init__(self, config: ConnectionConfig, borrow: Borrow, gate: FairGate, *,
                  timeout: float) -> None:
         self._config = config
-        self._engine = engine
+        self._borrow = borrow
         self._gate = gate
         self._timeout = timeout
         # How long a kill waits for a slot at most; none by then: every slot holds a statement
@@ -183,18 +187,9 @@ class Canceller:
     async def _kill(self, thread: int) -> None:
         """``KILL QUERY`` on a connection of the pool's own (the caller holds its slot), then
         wait until the server no longer lists the session."""
-        conn = await self._engine.connect()
-        try:
-            killer = (await conn.get_raw_connection()).driver_connection
+        async with self._borrow() as killer:  # failed mid-kill: never reset, never reused
             if await _kill_query(killer, thread):
                 await self._wait_gone(killer, thread)
-        except BaseException:
-            await self._invalidate(conn)  # mid-kill: never reset, never reused
-            raise
-        finally:
-            with suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await conn.close()
 
     async def _close_pg(self, driver: Any | None) -> None:
         """asyncpg's graceful close: Terminate, then wait for the server to hang up, which it

@@ -1,8 +1,15 @@
 """One registered connection's pool: a fair gate and a circuit breaker in front of one
-``AsyncEngine``, with counts taken from SQLAlchemy's own pool events.
+``AsyncEngine``, whose connections a lender keeps checked out and lends to requests.
 
-    request ─> breaker.check() ─> gate.acquire(connection_timeout) ─> engine.connect()
-                 (fail fast)        (FIFO; POOL_EXHAUSTED)              (ping / connect)
+    request ─> breaker.check() ─> gate.acquire(connection_timeout) ─> lender.take()
+                 (fail fast)        (FIFO; POOL_EXHAUSTED)              (idle, vouched for)
+                                                                    or engine.connect()
+                                                                        (ping / connect)
+
+On return the session is reset on the driver connection and the connection goes back to
+the lender's idle stack (``app.pools.lender``): SQLAlchemy's checkout and checkin run once
+per connection lifetime, not per request. Counts: open connections from SQLAlchemy's pool
+events, lent ones as the lender marks them (``accounting``).
 
 While the circuit is open a ``Prober`` task owned by this pool makes one connect, in a free
 slot, whenever the breaker says a probe is due; the first success closes the circuit.
@@ -10,8 +17,9 @@ slot, whenever the breaker says a probe is due; the first success closes the cir
 The gate admits at most ``max_connections`` holders and the engine's pool has exactly
 that many slots, so no request ever queues inside SQLAlchemy's (unfair) queue. A pool that
 replaces another (config change, rebuild) shares its predecessor's gate, and a pool being
-closed closes its idle connections at once and each lent one as it comes back: the two
-generations together never hold more than ``max_connections`` connections.
+closed closes its idle connections at once (the lender's and SQLAlchemy's) and each lent
+one as it comes back: the two generations together never hold more than ``max_connections``
+connections.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,17 +36,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import ConnectionConfig
 from app.errors import DatabaseError, DbAuthFailed, DbUnavailable, HostNotAllowed, PoolExhausted
-from app.pools.accounting import PoolAccounting
+from app.pools.accounting import IDLE_SINCE, PoolAccounting
 from app.pools.allowlist import Resolve, system_resolve
 from app.pools.breaker import CircuitBreaker
 from app.pools.cancel import Canceller
+from app.pools.drivers import adapter_of
 from app.pools.engine_factory import build_engine
 from app.pools.gate import FairGate, GateFull, GateTimeout
 from app.pools.idle import IdleKeeper
+from app.pools.lender import Lender
 from app.pools.probe import Prober
 from app.pools.queue_pool import TrimmableQueuePool
 from app.pools.recorder import NOP, MetricsRecorder
-from app.pools.session_reset import hygiene_timeout
+from app.pools.session_reset import SessionReset, driver_closed, hygiene_timeout
 from app.pools.stale import SentNothing
 from app.pools.stats import PoolSnapshot, PoolState, PoolStats
 from app.pools.translate import translate_error
@@ -82,7 +92,7 @@ class ManagedPool:
         )
         self._gate = gate or FairGate(config.max_connections, settings.max_waiting_per_pool)
         self._in_flight = 0  # requests of THIS pool at the (maybe shared) gate or holding
-        self._canceller = Canceller(config, self.engine, self._gate, timeout=self._hygiene)
+        self._canceller = Canceller(config, self._spare, self._gate, timeout=self._hygiene)
         self._breaker = CircuitBreaker(
             config.pool_name, clock=clock,
             probe_max_interval=settings.probe_max_interval_seconds,
@@ -91,6 +101,10 @@ class ManagedPool:
         self._prober = Prober(self._breaker, self._probe, name=config.pool_name, clock=clock)
         self._accounting = PoolAccounting(
             self.engine, clock, config.pool_name, on_create=self._observe_create
+        )
+        self._lender = Lender(
+            SessionReset(config), self._accounting, recycle=settings.pool_recycle_seconds,
+            name=config.pool_name, capacity=config.max_connections,
         )
         self._holders: set[AsyncConnection] = set()
         self._releases: set[asyncio.Task[None]] = set()
@@ -152,7 +166,7 @@ class ManagedPool:
         try:
             yield conn
         finally:
-            await self._give_back(conn, lent)
+            await self._give_back(conn, lent, alive=False)
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``work`` on one lent connection. When it raises ``SentNothing`` (the connection
@@ -160,20 +174,24 @@ class ManagedPool:
         same slot; any other failure, or a second dead one, is the caller's."""
         conn = await self._lend()
         lent = self._clock()
+        alive = False
         try:
             try:
-                return await work(conn)
+                result = await work(conn)
+                alive = True
+                return result
             except SentNothing:
                 log.info("connection found dead before sending; retrying on a fresh one",
                          extra={"pool": self.config.pool_name})
             self._holders.discard(conn)
-            with suppress(Exception):
-                await conn.close()  # already invalidated: nothing goes back to the pool
-            conn = await self._connect()
+            await self._lender.discard(conn)  # already invalidated: nothing goes back
+            conn = await self._take()
             self._holders.add(conn)
-            return await work(conn)
+            result = await work(conn)
+            alive = True
+            return result
         finally:
-            await self._give_back(conn, lent)
+            await self._give_back(conn, lent, alive=alive)
 
     async def _lend(self) -> AsyncConnection:
         if self._closing:
@@ -188,7 +206,7 @@ class ManagedPool:
             self._in_flight -= 1
             raise
         try:
-            conn = await self._connect()
+            conn = await self._take()
         except BaseException:
             self._in_flight -= 1
             self._gate.release()
@@ -197,8 +215,26 @@ class ManagedPool:
         self._holders.add(conn)
         return conn
 
-    async def _give_back(self, conn: AsyncConnection, lent: float) -> None:
-        await self._release(conn)
+    async def _take(self) -> AsyncConnection:
+        """A connection for a request holding a gate slot: an idle one the lender vouches
+        for, else one checked out of the engine's pool at once (a slot is free there),
+        all within ``connection_timeout``; failures are translated and told the breaker."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                with self._tracing.pool_span("connect", self.config):
+                    conn = await self._lender.take()
+                    if conn is None:
+                        # No await between the empty idle stack and the checkout's slot.
+                        conn = self._lender.adopt(await self.engine.connect())
+        except HostNotAllowed:
+            raise  # not the database's fault: the pool is being dropped (``_refused``)
+        except Exception as exc:
+            raise self._connect_failure(exc) from exc
+        self._connected()
+        return conn
+
+    async def _give_back(self, conn: AsyncConnection, lent: float, *, alive: bool) -> None:
+        await self._release(conn, alive)
         self._metrics.observe_use(self.config, self._clock() - lent)
 
     async def _admit(self) -> None:
@@ -223,6 +259,8 @@ class ManagedPool:
             raise DbUnavailable("The pool is closed; retry", retry_after=0.1)
 
     async def _connect(self) -> AsyncConnection:
+        """A checkout of the engine's pool (a new connection when none is idle there),
+        bounded by ``connection_timeout``; failures are translated and told the breaker."""
         try:
             async with asyncio.timeout(self._timeout):
                 with self._tracing.pool_span("connect", self.config):
@@ -230,11 +268,14 @@ class ManagedPool:
         except HostNotAllowed:
             raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:
-            error = self._connect_error(exc)
-            self._connect_failed(error)
-            raise error from exc
+            raise self._connect_failure(exc) from exc
         self._connected()
         return conn
+
+    def _connect_failure(self, exc: Exception) -> DatabaseError:
+        error = self._connect_error(exc)
+        self._connect_failed(error)
+        return error
 
     def _connected(self) -> None:
         self._breaker.record_success()
@@ -257,8 +298,14 @@ class ManagedPool:
         if self._closing or not self._gate.try_acquire():
             return
         try:
-            conn = await self._connect()
-            await conn.close()
+            # Through the lender first: idle ones it cannot vouch for (dead, most likely)
+            # go back to the engine's pool, so the checkout below finds a slot there.
+            conn = await self._lender.take()
+            if conn is None:
+                conn = self._lender.adopt(await self._connect())
+            else:
+                self._connected()
+            await self._lender.give_back(conn, alive=True, keep=not self._closing)
         except DatabaseError:
             pass  # recorded on the breaker: it has scheduled the next probe
         except HostNotAllowed:
@@ -297,29 +344,29 @@ class ManagedPool:
     def _observe_create(self, seconds: float) -> None:
         self._metrics.observe_create(self.config, seconds)
 
-    async def _release(self, conn: AsyncConnection) -> None:
+    async def _release(self, conn: AsyncConnection, alive: bool) -> None:
         # Always in a task the caller's cancel cannot interrupt: a client that hangs up just
-        # as its statement ends cancels us mid-reset, and SQLAlchemy would then log "Exception
-        # during reset" (an ERROR with a traceback) and throw the connection away. The reset
-        # completes and the connection goes back to the pool before its slot is freed.
-        task = asyncio.create_task(self._return(conn))
+        # as its statement ends cancels us mid-reset, and the connection would have to be
+        # thrown away. The reset completes and the connection goes back to the lender before
+        # its slot is freed.
+        task = asyncio.create_task(self._return(conn, alive))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
         await asyncio.shield(task)
 
-    async def _return(self, conn: AsyncConnection) -> None:
+    async def _return(self, conn: AsyncConnection, alive: bool) -> None:
         if self._canceller.take_over(conn, self._gate.release):
-            # Its statement is still being stopped on the server: the stop closes it and
-            # frees the slot once the session is gone.
+            # Its statement is still being stopped on the server: the stop closes it (through
+            # SQLAlchemy) and frees the slot once the session is gone.
+            self._lender.forget(conn)
             self._holders.discard(conn)
             self._in_flight -= 1
             return
         try:
-            if self._closing:  # replaced or shutting down: its slot goes to the successor
-                with suppress(Exception):  # nothing runs on it: closed, no kill needed
-                    await conn.invalidate()
-            with self._tracing.pool_span("reset", self.config):  # the reset runs on close
-                await conn.close()
+            # Replaced or shutting down: its slot goes to the successor, and nothing runs on
+            # it (closed, no kill needed).
+            with self._tracing.pool_span("reset", self.config):
+                await self._lender.give_back(conn, alive=alive, keep=not self._closing)
         except Exception:
             log.warning("returning a connection failed", exc_info=True,
                         extra={"pool": self.config.pool_name})
@@ -371,22 +418,44 @@ class ManagedPool:
     async def _round_trip(self, deadline: float) -> bool:
         try:
             async with asyncio.timeout_at(deadline):
-                conn = await self.engine.connect()
+                conn = await self._borrowed()
         except Exception as exc:
             self._connect_failed(self._connect_error(exc), trip=True)
             return False
+        healthy = False
         try:
             async with asyncio.timeout_at(deadline):
-                await conn.exec_driver_sql("SELECT 1")
+                driver = self._lender.driver(conn)
+                await adapter_of(driver).ping(driver)
+            healthy = True
         except Exception as exc:
             log.warning("health check failed", extra={"pool": self.config.pool_name,
                                                       "error": type(exc).__name__})
             return False
         finally:
-            with suppress(Exception):
-                await conn.close()
+            await self._lender.give_back(conn, alive=healthy, keep=healthy and not self._closing)
         self._breaker.record_success()
         return True
+
+    async def _borrowed(self) -> AsyncConnection:
+        """A connection for the pool's own use (the caller holds a gate slot): an idle one,
+        else a checkout; failures raised as they come (the caller's to judge)."""
+        conn = await self._lender.take()
+        if conn is None:
+            conn = self._lender.adopt(await self.engine.connect())
+        return conn
+
+    @asynccontextmanager
+    async def _spare(self) -> AsyncIterator[Any]:
+        """A driver connection of this pool for a kill (``cancel``; the caller holds a gate
+        slot). One that failed in use is discarded, not kept."""
+        conn = await self._borrowed()
+        ok = False
+        try:
+            yield self._lender.driver(conn)
+            ok = True
+        finally:
+            await self._lender.give_back(conn, alive=ok, keep=ok and not self._closing)
 
     async def inspect(self, sql: str) -> list[Any] | None:
         """Rows of one monitoring statement (a cluster's role and lag probe) on a pooled
@@ -394,13 +463,17 @@ class ManagedPool:
         Failures are the caller's (the statement is the monitor's own, never a caller's)."""
         if self._closing or not self._gate.try_acquire():
             return None
+        conn: AsyncConnection | None = None
         try:
-            async with asyncio.timeout(self._hygiene), self.engine.connect() as conn:
+            async with asyncio.timeout(self._hygiene):
+                conn = await self._borrowed()
                 result = await conn.exec_driver_sql(sql)
                 rows = list(result.mappings().all()) if result.returns_rows else []
             self._breaker.record_success()
             return rows
         finally:
+            if conn is not None:  # rolled back (SQLAlchemy began a transaction), then idle
+                await self._lender.give_back(conn, alive=False, keep=not self._closing)
             self._gate.release()
 
     async def trim_idle(self, idle_timeout: float) -> int:
@@ -408,6 +481,11 @@ class ManagedPool:
         any idle one the server already dropped; returns how many were closed."""
         if self._closing:
             return 0
+        # The lender's idle ones that qualify go back to the engine's pool, whose trimming
+        # then closes them with its own (dead first, then surplus past the timeout).
+        cutoff = self._clock() - idle_timeout
+        await self._lender.release(lambda lent: driver_closed(lent.driver)
+                                   or float(lent.info.get(IDLE_SINCE, 0.0)) <= cutoff)
         return await self._idle.trim(idle_timeout, self.config.min_connections)
 
     async def fill_min(self) -> int:
@@ -426,6 +504,7 @@ class ManagedPool:
         self._closing = True
         await self._prober.aclose()
         started = self._clock()
+        await self._lender.close()  # idle ones back to the engine's pool, closed just below
         await self._idle.close_all()
         while self._in_flight or self._releases or self._canceller.busy:
             if self._clock() - started >= grace:

@@ -10,10 +10,17 @@
   ``VALIDATE_AFTER`` seconds (HikariCP's rule). A dead one raises ``DisconnectionError``
   so SQLAlchemy silently replaces it. The rare death the checks cannot see is caught by
   the query path, which retries only when provably nothing was sent (``SentNothing``).
+  The lender (``app.pools.lender``) keeps connections checked out between requests and
+  hands one out again without a round trip only while ``trusted`` holds (open, a sign of
+  life within ``VALIDATE_AFTER``); any other goes back through this checkout.
 - reset (on return), on demand: a connection whose session nothing could have changed
   (``session_state.needs_reset``: one plain read in autocommit, nothing reported) goes
   back with no round trip; any other gets the reset, one round trip, so that nothing one
-  request did reaches the next one.
+  request did reaches the next one. The lender runs it on the driver connection when a
+  request gives its connection back (``SessionReset``); the pool's reset event runs the
+  same code for a connection that reaches SQLAlchemy's pool still dirty (the lender hands
+  it back, trims, closes). Whether to reset at all is ONE decision,
+  ``session_state.needs_reset``, asked on both paths.
   PostgreSQL: roll back if a transaction is open, then what ``DISCARD ALL`` does except
   ``DEALLOCATE ALL`` / ``DISCARD PLANS``, so the driver's prepared statements (its
   statement cache) survive; prepared statements a caller made with SQL ``PREPARE`` are
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -54,15 +61,20 @@ from app.pools.drivers.mysql_wire import (
 from app.pools.session_state import mark_clean, mark_dirty, needs_reset
 
 __all__ = [
+    "OPENED_AT",
     "VALIDATE_AFTER",
+    "SessionReset",
     "attach_session_events",
     "driver_closed",
     "hygiene_timeout",
+    "mark_alive",
     "mysql_session_statements",
     "peer_closed",
+    "trusted",
 ]
 
 VALIDATE_AFTER = 0.5  # seconds without a sign of life before a checkout pings
+OPENED_AT = "dbpool_opened_at"  # record.info: time.time() when the connection was opened
 _ALIVE_AT = "dbpool_alive_at"  # record.info: monotonic time of the last proof of life
 _MARIADB = "dbpool_mariadb"
 _MULTI_STATEMENTS_OFF = b"\x01\x00"
@@ -93,6 +105,19 @@ def peer_closed(record: ConnectionPoolEntry) -> bool:
     return driver_closed(record.driver_connection)
 
 
+def mark_alive(info: MutableMapping[str, Any]) -> None:
+    """The server just answered on this connection (a reset, a ping, a statement)."""
+    info[_ALIVE_AT] = time.monotonic()
+
+
+def trusted(info: Mapping[str, Any], driver: Any) -> bool:
+    """Whether a connection may be handed out again without the checkout's checks: its
+    socket is open and it showed a sign of life within ``VALIDATE_AFTER`` (no I/O)."""
+    alive_at = info.get(_ALIVE_AT)
+    return (alive_at is not None and time.monotonic() - alive_at <= VALIDATE_AFTER
+            and not driver_closed(driver))
+
+
 def mysql_session_statements(
     *, mariadb: bool, query_timeout: float, read_only: bool, also: tuple[str, ...] = ()
 ) -> list[str]:
@@ -112,26 +137,50 @@ def mysql_session_statements(
     return statements
 
 
+class SessionReset:
+    """The reset on return for one pool's sessions, built once per pool (the MySQL pipelines
+    by flavour): ``await reset(driver, info)`` cleans the session in one round trip."""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.timeout = hygiene_timeout(config)
+        self._mysql = config.db_type.is_mysql_family
+        self._resets = {
+            flavour: Pipeline.of(_mysql_reset_commands(flavour, config))
+            for flavour in (True, False)
+        }
+
+    async def __call__(self, driver: Any, info: MutableMapping[str, Any]) -> bool:
+        """Reset ``driver``'s session (unbounded: the caller bounds it by ``timeout``); False
+        when the driver cannot, and the connection must then be discarded, never reused."""
+        if self._mysql:
+            if not await _mysql_reset(driver, info, self._resets):
+                return False
+        else:
+            await _pg_reset(driver)
+        mark_clean(info, driver)
+        mark_alive(info)
+        return True
+
+
 def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None:
     """Register the connect / checkout / reset hooks for ``config`` on ``engine``."""
     target = engine.sync_engine
     timeout = hygiene_timeout(config)
     mysql = config.db_type.is_mysql_family
-    # Built once per engine, by flavour (known once connected): the reset runs on every return.
+    # Built once per engine, by flavour (known once connected).
     setups = {
         flavour: Pipeline.of(_mysql_connect_commands(flavour, config)) for flavour in (True, False)
     }
-    resets = {
-        flavour: Pipeline.of(_mysql_reset_commands(flavour, config)) for flavour in (True, False)
-    }
+    reset = SessionReset(config)
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         adapter_of(dbapi_conn.driver_connection).confirm(dbapi_conn.driver_connection)
         if mysql:
             _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, setups), timeout)
-        record.info[_ALIVE_AT] = time.monotonic()
+        record.info[OPENED_AT] = time.time()  # SQLAlchemy's pool_recycle clock
         mark_clean(record.info, dbapi_conn.driver_connection)
+        mark_alive(record.info)
 
     @event.listens_for(target, "checkout")
     def _on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
@@ -150,22 +199,21 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     def _on_reset(dbapi_conn: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
         if state.terminate_only or not state.asyncio_safe:
             return  # SQLAlchemy is about to terminate it; nothing to clean
-        driver = record.driver_connection
-        if not needs_reset(record.info, driver):
-            # Clean: the request's round trips are the proof of life (a failed one dirties).
-            record.info[_ALIVE_AT] = time.monotonic()
+        if not needs_reset(record.info, record.driver_connection):
+            # Clean (the lender reset it already, or nothing changed it). Not a proof of life:
+            # the lender hands back the connections it cannot vouch for, to be pinged at their
+            # next checkout.
             return
-        if mysql:
-            outcome: list[bool] = []
-            _run(dbapi_conn, lambda raw: _mysql_reset(raw, record, resets, outcome), timeout)
-            if not all(outcome):
-                record.invalidate()  # the driver cannot reset it: closed, reopened lazily
-                return
-        else:
+        if not mysql:
             dbapi_conn.rollback()  # the adapter's own transaction, if any
-            _run(dbapi_conn, _pg_reset, timeout)
-        record.info[_ALIVE_AT] = time.monotonic()
-        mark_clean(record.info, driver)
+        outcome: list[bool] = []
+
+        async def run(raw: Any) -> None:
+            outcome.append(await reset(raw, record.info))
+
+        _run(dbapi_conn, run, timeout)
+        if not all(outcome):
+            record.invalidate()  # the driver cannot reset it: closed, reopened lazily
 
     @event.listens_for(target, "before_cursor_execute")
     def _on_execute(conn: Any, *_: Any) -> None:
@@ -258,9 +306,9 @@ async def _mysql_setup(
 
 
 async def _mysql_reset(
-    raw: Any, record: ConnectionPoolEntry, resets: dict[bool, Pipeline], outcome: list[bool]
-) -> None:
-    mariadb = record.info.get(_MARIADB)
+    raw: Any, info: MutableMapping[str, Any], resets: dict[bool, Pipeline]
+) -> bool:
+    mariadb = info.get(_MARIADB)
     if mariadb is None:  # set up before this process knew the flavour: ask once
-        mariadb = record.info[_MARIADB] = _is_mariadb(raw)
-    outcome.append(await _mysql(raw).reset(raw, resets[mariadb]))
+        mariadb = info[_MARIADB] = _is_mariadb(raw)
+    return await _mysql(raw).reset(raw, resets[bool(mariadb)])

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from app.domain import ConnectionConfig
 from app.errors import DatabaseError, DbUnavailable
@@ -126,17 +125,13 @@ async def test_mariadb_wait_timeout_expiry_is_invisible(pools: list[ManagedPool]
         pool = ManagedPool(config, Settings())
         pools.append(pool)
 
-        # After our reset on return, shorten this session's wait_timeout (not the global one):
-        # the server then drops the idle pooled connections by itself.
-        @event.listens_for(pool.engine.sync_engine, "checkin")
-        def short_wait(dbapi_conn: Any, record: Any) -> None:
-            if dbapi_conn is not None:
-                dbapi_conn.run_async(lambda raw: raw.query("SET SESSION wait_timeout = 1"))
-
         await warm(pool, 3)
+        # After our reset on return, shorten each idle session's wait_timeout (not the global
+        # one): the server then drops the idle pooled connections by itself.
+        for lent in pool._lender._idle:
+            await lent.driver.query("SET SESSION wait_timeout = 1")
         assert await target.count(config) == 3
         assert await wait_for_count(target, config, 0) == 0  # the server closed them
-        event.remove(pool.engine.sync_engine, "checkin", short_wait)
         await asyncio.sleep(0.1)
         assert pool.snapshot().open == 0  # seen from our side too, without a round trip
         for _ in range(10):

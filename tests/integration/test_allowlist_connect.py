@@ -52,7 +52,7 @@ async def test_every_new_connection_is_checked_and_goes_to_the_checked_address()
         resolver.answers.append(ipaddress.ip_address("10.9.9.9"))
         async with pool.connection() as conn:
             await conn.execute(text("SELECT 1"))
-        await pool.engine.dispose()  # the next connection is a new one
+        assert await pool.trim_idle(0) == 1  # closed: the next connection is a new one
         with pytest.raises(HostNotAllowed) as caught:
             async with pool.connection():
                 pass
