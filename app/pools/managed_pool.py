@@ -217,21 +217,15 @@ class ManagedPool:
 
     async def _take(self) -> AsyncConnection:
         """A connection for a request holding a gate slot: an idle one the lender vouches
-        for, else one checked out of the engine's pool at once (a slot is free there),
-        all within ``connection_timeout``; failures are translated and told the breaker."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                with self._tracing.pool_span("connect", self.config):
-                    conn = await self._lender.take()
-                    if conn is None:
-                        # No await between the empty idle stack and the checkout's slot.
-                        conn = self._lender.adopt(await self.engine.connect())
-        except HostNotAllowed:
-            raise  # not the database's fault: the pool is being dropped (``_refused``)
-        except Exception as exc:
-            raise self._connect_failure(exc) from exc
-        self._connected()
-        return conn
+        for, else one checked out of the engine's pool at once (a slot is free there)."""
+        async def lent_or_new() -> AsyncConnection:
+            conn = await self._lender.take()
+            if conn is None:
+                # No await between the empty idle stack and the checkout's slot.
+                conn = self._lender.adopt(await self.engine.connect())
+            return conn
+
+        return await self._bounded_connect(lent_or_new)
 
     async def _give_back(self, conn: AsyncConnection, lent: float, *, alive: bool) -> None:
         await self._release(conn, alive)
@@ -259,12 +253,18 @@ class ManagedPool:
             raise DbUnavailable("The pool is closed; retry", retry_after=0.1)
 
     async def _connect(self) -> AsyncConnection:
-        """A checkout of the engine's pool (a new connection when none is idle there),
-        bounded by ``connection_timeout``; failures are translated and told the breaker."""
+        """A checkout of the engine's pool (a new connection when none is idle there)."""
+        return await self._bounded_connect(self.engine.connect)
+
+    async def _bounded_connect(
+        self, connect: Callable[[], Awaitable[AsyncConnection]]
+    ) -> AsyncConnection:
+        """``connect()`` within ``connection_timeout``; failures are translated and told
+        the breaker."""
         try:
             async with asyncio.timeout(self._timeout):
                 with self._tracing.pool_span("connect", self.config):
-                    conn = await self.engine.connect()
+                    conn = await connect()
         except HostNotAllowed:
             raise  # not the database's fault: the pool is being dropped (``_refused``)
         except Exception as exc:
