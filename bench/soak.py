@@ -204,6 +204,7 @@ async def _run(
         hangups=hangups_section(
             merged.hangups, sampler.statements_seen, chaos.records,
             {t.name: t.max_connections for t in targets.values()}, QUERY_TIMEOUT_S,
+            sampler.seen_beside,
         ),
         faults=faults_section(chaos.records, requests),
         sessions=sessions_section(sessions, chaos.records),

@@ -135,6 +135,7 @@ def hangups_section(
     chaos: list[dict[str, Any]],
     max_connections: dict[str, int],
     time_limit_s: float,
+    beside: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Statements of hung-up clients still running after the grace. A hang-up while its
     database was cut off or stalled is counted apart: no cancel can reach the server then
@@ -144,7 +145,9 @@ def hangups_section(
     the server's own limit, ``time_limit_s``; still listed past it (plus ``_LIMIT_SLACK_S``
     for a statement that started late or a server late to keep its limit), they count. Each
     example: pool, marker, seconds listed after the hang-up, connections of the pool then
-    held by hung-up clients' statements."""
+    held by hung-up clients' statements, and (``beside``, MariaDB) the pool's sessions when
+    it was last seen."""
+    beside = beside or {}
     outages = [
         (r["target"], r["started_at"], r.get("reachable_at") or float("inf"))
         for r in chaos
@@ -174,7 +177,8 @@ def hangups_section(
               and seen[marker] - at <= time_limit_s + _LIMIT_SLACK_S):
             at_limit += 1
         else:
-            left.append([target, marker, round(seen[marker] - at, 2), held(target, at)])
+            left.append([target, marker, round(seen[marker] - at, 2), held(target, at),
+                         beside.get(marker, [])])
     return {
         "clients_hung_up": len(hangups),
         "statements_seen_running": sum(1 for _, m, _ in hangups if m in seen),

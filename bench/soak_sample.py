@@ -46,6 +46,8 @@ class SessionSampler:
     samples: int = 0
     errors: int = 0
     statements_seen: dict[str, float] = field(default_factory=dict)  # marker -> last seen
+    # marker -> its pool's sessions when it was last seen ("command seconds: statement")
+    seen_beside: dict[str, list[str]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set (failures counted, never fatal)."""
@@ -97,19 +99,25 @@ class SessionSampler:
                 counts[target] += 1
                 states[target][f"{row['state']}: {(row['query'] or '')[:48]}"] += 1
             if row["state"] == "active":
-                self._saw(row["query"] or "", now)
-        for user, command, info in await asyncio.to_thread(self._my_rows):
+                self._saw(row["query"] or "", now, target)
+        seen_my: list[tuple[str, str]] = []
+        for user, command, seconds, info in await asyncio.to_thread(self._my_rows):
             target = self.my_pools[user]
             counts[target] += 1
-            states[target][f"{command}: {(info or '')[:48]}"] += 1
-            self._saw(info or "", now)
+            states[target][f"{command} {seconds}s: {(info or '')[:48]}"] += 1
+            seen_my.append((info or "", target))
+        for info, target in seen_my:
+            self._saw(info, now, target, states[target])
         return counts, states
 
-    def _saw(self, sql: str, now: float) -> None:
+    def _saw(self, sql: str, now: float, target: str | None,
+             beside: Counter[str] | None = None) -> None:
         for marker in _MARKER.findall(sql):
             self.statements_seen[marker] = now
+            if beside is not None:
+                self.seen_beside[marker] = [f"{n}x {what}" for what, n in beside.items()]
 
-    def _my_rows(self) -> list[tuple[str, str, Any]]:
+    def _my_rows(self) -> list[tuple[str, str, int, Any]]:
         if not self.my_pools:
             return []
         conn = dbs.my_admin()
@@ -117,11 +125,12 @@ class SessionSampler:
             with conn.cursor() as cur:
                 marks = ", ".join(["%s"] * len(self.my_pools))
                 cur.execute(
-                    "SELECT USER, COMMAND, INFO FROM information_schema.PROCESSLIST"
+                    "SELECT USER, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST"
                     f" WHERE USER IN ({marks})",
                     tuple(self.my_pools),
                 )
-                return [(str(user), str(cmd), info) for user, cmd, info in cur.fetchall()]
+                return [(str(user), str(cmd), int(secs or 0), info)
+                        for user, cmd, secs, info in cur.fetchall()]
         finally:
             conn.close()
 

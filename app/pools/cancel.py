@@ -13,23 +13,26 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   always one of the pool's own, in a slot of its gate: never an extra one. The statement's
   socket is closed at once, but its connection (SQLAlchemy's record of it) stays checked
   out and keeps its slot, so no checkout can reopen that record while the old session
-  still runs. The kill takes a free slot, or the next one freed, ahead of every request
-  (``FairGate.acquire(first=True)``), and both slots (the killer's and the statement's)
-  stay held until the server no longer lists the session, or the kill's hard limit
-  passes. The session's own statement limit is never taken as proof that the statement
-  has ended: MariaDB's timer can fire seconds late under load, and a caller can lift the
-  limit for one statement (``SET STATEMENT max_statement_time=0 FOR ...``). When no slot
-  comes for ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a statement
-  awaiting its kill, as with ``maxConnections`` 1), the kill goes out from the
-  statement's own slot, its record reopened: by then the session's own limit has ended
-  the statement (the kill finds nothing), unless the server is late to keep it or the
-  caller lifted it; then, and only for that kill's round trips, the server counts one
-  session more than the pool holds slots. Waiting for the statement's end instead would
-  let one caller freeze a pool for as long as its statement runs.
+  still runs. One killer per pool sends every kill: it takes a free slot, or the next one
+  freed, ahead of every request (``FairGate.acquire(first=True)``), kills each statement
+  handed to it, statements that come while it runs included, and keeps every victim's slot
+  held until the server no longer lists its session, or the kill's hard limit passes; it
+  frees its own slot once it has nothing left. A burst of discards so costs one slot, not
+  one per statement, and a statement discarded while a kill runs is killed at once. The
+  session's own statement limit is never taken as proof that the statement has ended:
+  MariaDB's timer can fire seconds late under load, and a caller can lift the limit for one
+  statement (``SET STATEMENT max_statement_time=0 FOR ...``). When no slot comes for
+  ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a statement awaiting its
+  kill, as with ``maxConnections`` 1), the killer works from the oldest victim's slot, its
+  record reopened: by then the session's own limit has ended that statement (the kill finds
+  nothing), unless the server is late to keep it or the caller lifted it; then, and only for
+  the kill's round trips, the server counts one session more than the pool holds slots.
+  Waiting for the statement's end instead would let one caller freeze a pool for as long
+  as its statement runs.
   A caller waits at most ``timeout`` for all this; past that it goes on in the
-  background, still holding both slots (``take_over``), so a kill the server is slow to
-  answer never lets a new session open next to the ones it has not ended yet. A kill
-  that fails (the server unreachable) is logged and frees both slots.
+  background, still holding the victim's slot (``take_over``), so a kill the server is slow
+  to answer never lets a new session open next to the ones it has not ended yet. A kill
+  that fails (the server unreachable) is logged and frees every victim's slot.
 
 Every step is bounded in time; failing to cancel is logged, never raised.
 """
@@ -39,9 +42,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -56,6 +60,7 @@ __all__ = ["Borrow", "Canceller", "backend_id"]
 Borrow = Callable[[], AbstractAsyncContextManager[Any]]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _GONE_POLL = (0.02, 0.2)  # seconds between two looks at the session list: first, at most
 _SERVER_LIMIT_MARGIN = 1.0  # past the session's statement limit: how long a kill waits beyond it
@@ -76,6 +81,18 @@ def _driver(conn: AsyncConnection) -> Any | None:
     return sync.connection.driver_connection
 
 
+@dataclass(eq=False)
+class _Victim:
+    """A statement to stop: its connection, the server's id of it, and its stop's state."""
+
+    conn: AsyncConnection
+    thread: int
+    ended: asyncio.Future[None]  # resolved once its slot may be freed
+    killed_at: float | None = None  # loop time the kill went out
+    gone: bool = False  # the server no longer lists it, or the kill gave up on it
+    lends_slot: bool = False  # the killer works in this victim's slot: freed when it ends
+
+
 class Canceller:
     """Discards one pool's connections, stopping what they run first (MySQL/MariaDB),
     within the pool's gate."""
@@ -86,17 +103,21 @@ class Canceller:
         self._borrow = borrow
         self._gate = gate
         self._timeout = timeout
-        # How long a kill waits for a slot at most; none by then: every slot holds a statement
-        # awaiting its kill, and the kill goes out from its statement's own slot.
+        # How long the killer waits for a slot at most; none by then: every slot holds a
+        # statement awaiting its kill, and the killer works from the oldest one's slot.
         self.slot_wait = config.query_timeout + _SERVER_LIMIT_MARGIN
-        # How long a kill, once it has its slot, may hold it: the statement has ended by
-        # then whatever the kill does, so the server answers unless its link is gone.
+        # How long a kill may wait for its statement to go: the statement has ended by then
+        # whatever the kill does, so the server answers unless its link is gone.
         self.hard_limit = config.query_timeout + 2 * timeout + _SERVER_LIMIT_MARGIN
         self._stops: dict[AsyncConnection, asyncio.Task[None]] = {}
+        self._victims: dict[AsyncConnection, _Victim] = {}
+        self._arrived = asyncio.Event()  # wakes the killer between two looks
+        self._killer: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def busy(self) -> int:
-        """Kills still running (each holds its statement's slot, and maybe one more)."""
+        """Statements still being stopped (each holds its slot; the killer holds one more)."""
         return len(self._stops)
 
     async def discard(self, conn: AsyncConnection) -> None:
@@ -115,7 +136,7 @@ class Canceller:
 
         # The socket closes now (its session ends as soon as its statement does), but the
         # pool's record of it stays checked out until the session is gone: invalidated
-        # earlier, SQLAlchemy would hand the record to the next checkout (the kill's own,
+        # earlier, SQLAlchemy would hand the record to the next checkout (the killer's own,
         # first of all), which would open a new session next to this one.
         _hang_up(driver)
         task = asyncio.create_task(self._stop(conn, thread))
@@ -143,53 +164,101 @@ class Canceller:
         if not tasks:
             return
         _, late = await asyncio.wait(tasks, timeout=max(grace, 0.0))
+        self._closing = True
+        if self._killer is not None:
+            late.add(self._killer)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=self._timeout)
 
     async def _stop(self, conn: AsyncConnection, thread: int) -> None:
+        victim = _Victim(conn, thread, asyncio.get_running_loop().create_future())
+        self._victims[conn] = victim
+        self._arrived.set()
+        self._start_killer()
         try:
-            if not await self._kill_in_a_slot(thread):
-                # No slot came: every slot holds a statement awaiting its kill. The kill goes
-                # out in this statement's own slot, its record reopened for it.
-                await self._invalidate(conn)
-                await self._bounded_kill(thread)
+            await victim.ended
         finally:
+            self._victims.pop(conn, None)
             await self._invalidate(conn)  # its record goes back to the pool, empty
 
-    async def _kill_in_a_slot(self, thread: int) -> bool:
-        """Kill in a slot of the pool's, the next one freed, waited for up to ``slot_wait``;
-        False when none came. A slot that comes after the session's own limit has fired is
-        still used: the statement may outlast that limit, and ``KILL QUERY`` on a session
-        already gone costs one round trip."""
+    def _start_killer(self) -> None:
+        if self._killer is None and not self._closing:
+            self._killer = asyncio.create_task(self._kill_all())
+            self._killer.add_done_callback(self._killer_ended)
+
+    def _killer_ended(self, _: asyncio.Task[None]) -> None:
+        self._killer = None
+        if any(not v.gone for v in self._victims.values()):  # came as it was ending
+            self._start_killer()
+
+    async def _kill_all(self) -> None:
+        """Take a slot (the next one freed, waited for up to ``slot_wait``; none: the oldest
+        victim's), kill every victim until none is left, then free it. A slot that comes after
+        a session's own limit has fired is still used: the statement may outlast that limit,
+        and ``KILL QUERY`` on a session already gone costs one round trip."""
+        lender: _Victim | None = None
         try:
             await self._gate.acquire(self.slot_wait, first=True)
         except GateTimeout:
+            lender = next((v for v in self._victims.values() if not v.gone), None)
+            if lender is None:
+                return
             log.warning("no slot came free to stop a statement: every slot holds one "
                         "awaiting its kill; it is stopped from its own slot",
                         extra={"pool": self._config.pool_name})
-            return False
+            lender.lends_slot = True
+            await self._invalidate(lender.conn)
         try:
-            await self._bounded_kill(thread)
-        finally:
-            self._gate.release()
-        return True
-
-    async def _bounded_kill(self, thread: int) -> None:
-        try:
-            async with asyncio.timeout(self.hard_limit):
-                await self._kill(thread)
+            async with AsyncExitStack() as stack:
+                async with asyncio.timeout(self.hard_limit):
+                    # failed mid-kill: never reset, never reused
+                    killer = await stack.enter_async_context(self._borrow())
+                await self._kill_until_none_left(killer)
         except Exception as exc:
             log.warning("stopping a statement on the server failed",
                         extra={"pool": self._config.pool_name, "error": type(exc).__name__})
+            for victim in list(self._victims.values()):
+                _end(victim)
+        finally:
+            if lender is None:
+                self._gate.release()
+            else:
+                _end(lender, slot_free=True)
 
-    async def _kill(self, thread: int) -> None:
-        """``KILL QUERY`` on a connection of the pool's own (the caller holds its slot), then
-        wait until the server no longer lists the session."""
-        async with self._borrow() as killer:  # failed mid-kill: never reset, never reused
-            if await _kill_query(killer, thread):
-                await self._wait_gone(killer, thread)
+    async def _kill_until_none_left(self, killer: Any) -> None:
+        """``KILL QUERY`` each victim on ``killer`` as it comes, and end each one once the
+        server no longer lists its session (or ``hard_limit`` after its kill)."""
+        loop = asyncio.get_running_loop()
+        pause = _GONE_POLL[0]
+        while live := [v for v in self._victims.values() if not v.gone]:
+            self._arrived.clear()
+            for victim in live:
+                if victim.killed_at is None:
+                    victim.killed_at = loop.time()
+                    if not await self._round_trip(_kill_query(killer, victim.thread)):
+                        _end(victim)  # "Unknown thread id": already gone
+            waiting = {v.thread: v for v in live if not v.gone}
+            if not waiting:
+                continue
+            listed = await self._round_trip(_listed(killer, list(waiting)))
+            for thread, victim in waiting.items():
+                if thread not in listed:
+                    _end(victim)
+                elif loop.time() - (victim.killed_at or 0.0) > self.hard_limit:
+                    log.warning("a killed statement is still listed on the server; its slot "
+                                "is freed", extra={"pool": self._config.pool_name})
+                    _end(victim)
+            if any(not v.gone for v in waiting.values()):
+                with suppress(TimeoutError):  # a new victim wakes the killer at once
+                    async with asyncio.timeout(pause):
+                        await self._arrived.wait()
+                pause = min(pause * 2, _GONE_POLL[1])
+
+    async def _round_trip(self, step: Awaitable[T]) -> T:
+        async with asyncio.timeout(self.hard_limit):
+            return await step
 
     async def _close_pg(self, driver: Any | None) -> None:
         """asyncpg's graceful close: Terminate, then wait for the server to hang up, which it
@@ -199,18 +268,26 @@ class Canceller:
         with suppress(Exception):
             await driver.close(timeout=self._timeout)
 
-    async def _wait_gone(self, killer: Any, thread: int) -> None:
-        """Until the server no longer lists ``thread`` (the caller bounds it)."""
-        sql = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {int(thread)}"
-        pause = _GONE_POLL[0]
-        while (await _fetch_one(killer, sql))[0]:  # polled: nothing to wait on
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _GONE_POLL[1])
-
     async def _invalidate(self, conn: AsyncConnection) -> None:
         with suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await conn.invalidate()
+
+
+def _end(victim: _Victim, *, slot_free: bool = False) -> None:
+    """The victim's statement is gone (or given up on): its slot may be freed, unless the
+    killer still works in it (``slot_free`` when the killer has ended)."""
+    victim.gone = True
+    if (slot_free or not victim.lends_slot) and not victim.ended.done():
+        victim.ended.set_result(None)
+
+
+async def _listed(driver: Any, threads: list[int]) -> set[int]:
+    """Which of ``threads`` the server still lists."""
+    ids = ", ".join(str(int(t)) for t in threads)
+    rows = await _fetch_all(driver, f"SELECT ID FROM information_schema.PROCESSLIST "
+                                    f"WHERE ID IN ({ids})")
+    return {int(row[0]) for row in rows}
 
 
 def _hang_up(driver: Any) -> None:
@@ -231,11 +308,11 @@ async def _cursor(driver: Any) -> Any:
     return await cursor if inspect.isawaitable(cursor) else cursor  # aiomysql | asyncmy
 
 
-async def _fetch_one(driver: Any, sql: str) -> Any:
+async def _fetch_all(driver: Any, sql: str) -> Any:
     cursor = await _cursor(driver)
     try:
         await cursor.execute(sql)
-        return await cursor.fetchone()
+        return await cursor.fetchall()
     finally:
         await _close(cursor)
 

@@ -173,7 +173,7 @@ def test_hung_up_statements_still_running_apart_from_unreachable_ones() -> None:
     section = hangups_section(hangups, seen, chaos, {"p": 2, "q": 2}, 5.0)
     assert section["statements_still_running_after_grace"] == 1  # m3: no outage on q
     assert section["still_running_while_database_unreachable"] == 1  # m1
-    assert section["examples"] == [["q", "m3", 4.0, 1]]  # 1 connection held by a hang-up
+    assert section["examples"] == [["q", "m3", 4.0, 1, []]]  # 1 connection held by a hang-up
 
 
 def test_every_connection_hung_up_may_run_to_the_time_limit_and_no_longer() -> None:
