@@ -9,30 +9,33 @@ The database never counts more than ``max_connections`` sessions of a pool's log
   the protocol's CancelRequest (no login, not a session) and the reset on return waits for
   the server to acknowledge it, so the connection also comes back clean. A connection that
   must be discarded is closed gracefully: the server hangs up once the backend is gone.
-- MySQL/MariaDB: ``KILL QUERY`` must be sent on another connection, and that connection is
-  always one of the pool's own, in a slot of its gate: never an extra one. The statement's
-  socket is closed at once, but its connection (SQLAlchemy's record of it) stays checked
-  out and keeps its slot, so no checkout can reopen that record while the old session
-  still runs. One killer per pool sends every kill: it takes a free slot, or the next one
-  freed, ahead of every request (``FairGate.acquire(first=True)``), kills each statement
-  handed to it, statements that come while it runs included, and keeps every victim's slot
-  held until the server no longer lists its session, or the kill's hard limit passes; it
-  frees its own slot once it has nothing left. A burst of discards so costs one slot, not
-  one per statement, and a statement discarded while a kill runs is killed at once. The
-  session's own statement limit is never taken as proof that the statement has ended:
-  MariaDB's timer can fire seconds late under load, and a caller can lift the limit for one
-  statement (``SET STATEMENT max_statement_time=0 FOR ...``). When no slot comes for
-  ``slot_wait`` (``query_timeout`` plus a margin: every slot holds a statement awaiting its
-  kill, as with ``maxConnections`` 1), the killer works from the oldest victim's slot, its
-  record reopened: by then the session's own limit has ended that statement (the kill finds
-  nothing), unless the server is late to keep it or the caller lifted it; then, and only for
-  the kill's round trips, the server counts one session more than the pool holds slots.
-  Waiting for the statement's end instead would let one caller freeze a pool for as long
-  as its statement runs.
+- MySQL/MariaDB: the statement's connection stops sending at once (aiomysql over plain
+  TCP or a Unix socket: its sending side is shut, and the server's close of the session is
+  watched for; otherwise its socket is closed outright), but its connection (SQLAlchemy's
+  record of it) stays checked out and keeps its slot, so no checkout can reopen that record
+  while the old session still runs. The slot is freed once the session is gone: its close
+  seen (the statement ended by itself or was killed), or, for a session that cannot be
+  watched, the server no longer listing it.
+  ``KILL QUERY`` must be sent on another connection, and that connection is always one of
+  the pool's own, in a slot of its gate: never an extra one. One killer per pool sends
+  every kill: it takes a free slot, or the next one freed, ahead of every request
+  (``FairGate.acquire(first=True)``), kills each statement handed to it, statements that
+  come while it runs included, and frees its slot once none is left. A burst of discards so
+  costs one slot, not one per statement; and when every slot holds a statement awaiting its
+  kill, the first to end by itself frees the slot the killer needs. The session's own
+  statement limit is never taken as proof that the statement has ended: MariaDB's timer can
+  fire seconds late under load, and a caller can lift the limit for one statement
+  (``SET STATEMENT max_statement_time=0 FOR ...``). When no slot comes for ``slot_wait``
+  (``query_timeout`` plus a margin: every slot holds a statement that has outlived its
+  limit, or that cannot be watched), the killer works from the oldest one's slot, its record
+  reopened: only then, and only until that statement is killed, the server counts one
+  session more than the pool holds slots. Waiting for the statement's end instead would let
+  one caller freeze a pool for as long as its statement runs.
   A caller waits at most ``timeout`` for all this; past that it goes on in the
   background, still holding the victim's slot (``take_over``), so a kill the server is slow
   to answer never lets a new session open next to the ones it has not ended yet. A kill
-  that fails (the server unreachable) is logged and frees every victim's slot.
+  that fails (the server unreachable) is logged and frees every victim's slot; so does a
+  statement still running ``hard_limit`` after its kill.
 
 Every step is bounded in time; failing to cancel is logged, never raised.
 """
@@ -88,6 +91,9 @@ class _Victim:
     conn: AsyncConnection
     thread: int
     ended: asyncio.Future[None]  # resolved once its slot may be freed
+    # Done once the socket has closed; True when the server closed it after answering (the
+    # statement over: a hint, confirmed by the session list before its slot is freed).
+    closed: asyncio.Future[bool] | None
     killed_at: float | None = None  # loop time the kill went out
     gone: bool = False  # the server no longer lists it, or the kill gave up on it
     lends_slot: bool = False  # the killer works in this victim's slot: freed when it ends
@@ -138,8 +144,8 @@ class Canceller:
         # pool's record of it stays checked out until the session is gone: invalidated
         # earlier, SQLAlchemy would hand the record to the next checkout (the killer's own,
         # first of all), which would open a new session next to this one.
-        _hang_up(driver)
-        task = asyncio.create_task(self._stop(conn, thread))
+        closed = _hang_up(driver)
+        task = asyncio.create_task(self._stop(conn, thread, closed))
         self._stops[conn] = task
         task.add_done_callback(lambda _: self._stops.pop(conn, None))
         with suppress(TimeoutError):
@@ -172,15 +178,20 @@ class Canceller:
         if late:
             await asyncio.wait(late, timeout=self._timeout)
 
-    async def _stop(self, conn: AsyncConnection, thread: int) -> None:
-        victim = _Victim(conn, thread, asyncio.get_running_loop().create_future())
+    async def _stop(self, conn: AsyncConnection, thread: int,
+                    closed: asyncio.Future[bool] | None) -> None:
+        victim = _Victim(conn, thread, asyncio.get_running_loop().create_future(), closed)
         self._victims[conn] = victim
+        if closed is not None:  # the session may end by itself before any kill
+            closed.add_done_callback(lambda _: self._arrived.set())
         self._arrived.set()
         self._start_killer()
         try:
             await victim.ended
         finally:
             self._victims.pop(conn, None)
+            if closed is not None:
+                closed.cancel()  # given up on: the socket is closed outright
             await self._invalidate(conn)  # its record goes back to the pool, empty
 
     def _start_killer(self) -> None:
@@ -198,19 +209,13 @@ class Canceller:
         victim's), kill every victim until none is left, then free it. A slot that comes after
         a session's own limit has fired is still used: the statement may outlast that limit,
         and ``KILL QUERY`` on a session already gone costs one round trip."""
-        lender: _Victim | None = None
-        try:
-            await self._gate.acquire(self.slot_wait, first=True)
-        except GateTimeout:
-            lender = next((v for v in self._victims.values() if not v.gone), None)
-            if lender is None:
-                return
-            log.warning("no slot came free to stop a statement: every slot holds one "
-                        "awaiting its kill; it is stopped from its own slot",
-                        extra={"pool": self._config.pool_name})
+        lender = await self._slot()
+        if lender is not None:
             lender.lends_slot = True
             await self._invalidate(lender.conn)
         try:
+            if not any(not v.gone for v in self._victims.values()):
+                return  # each ended by itself meanwhile: no session opened for nothing
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout(self.hard_limit):
                     # failed mid-kill: never reset, never reused
@@ -227,9 +232,37 @@ class Canceller:
             else:
                 _end(lender, slot_free=True)
 
+    async def _slot(self) -> _Victim | None:
+        """A slot for the killer: the gate's next (None), or a victim's, whose record is then
+        reopened: the first whose server closed its session after answering (its statement
+        ended by itself, so it has left its slot), else after ``slot_wait`` the oldest."""
+        acquire = asyncio.ensure_future(self._gate.acquire(self.slot_wait, first=True))
+        try:
+            while not acquire.done():
+                self._arrived.clear()
+                if ended := next((v for v in self._victims.values() if _answered(v)), None):
+                    return ended
+                waker = asyncio.ensure_future(self._arrived.wait())
+                await asyncio.wait({acquire, waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+        finally:
+            if not acquire.done():
+                acquire.cancel()  # the gate passes on a slot handed to a cancelled waiter
+        if (failed := acquire.exception()) is None:
+            return None
+        if not isinstance(failed, GateTimeout):
+            raise failed
+        oldest = next((v for v in self._victims.values() if not v.gone), None)
+        if oldest is not None:
+            log.warning("no slot came free to stop a statement: every slot holds one "
+                        "awaiting its kill; it is stopped from its own slot",
+                        extra={"pool": self._config.pool_name})
+        return oldest
+
     async def _kill_until_none_left(self, killer: Any) -> None:
-        """``KILL QUERY`` each victim on ``killer`` as it comes, and end each one once the
-        server no longer lists its session (or ``hard_limit`` after its kill)."""
+        """``KILL QUERY`` each victim on ``killer`` as it comes, and end each one once its
+        session is gone: its close seen, or (unwatched) no longer listed by the server; or
+        ``hard_limit`` after its kill."""
         loop = asyncio.get_running_loop()
         pause = _GONE_POLL[0]
         while live := [v for v in self._victims.values() if not v.gone]:
@@ -247,7 +280,7 @@ class Canceller:
                 if thread not in listed:
                     _end(victim)
                 elif loop.time() - (victim.killed_at or 0.0) > self.hard_limit:
-                    log.warning("a killed statement is still listed on the server; its slot "
+                    log.warning("a killed statement has not ended on the server; its slot "
                                 "is freed", extra={"pool": self._config.pool_name})
                     _end(victim)
             if any(not v.gone for v in waiting.values()):
@@ -290,10 +323,16 @@ async def _listed(driver: Any, threads: list[int]) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def _hang_up(driver: Any) -> None:
+def _answered(victim: _Victim) -> bool:
+    return (not victim.gone and victim.closed is not None and victim.closed.done()
+            and not victim.closed.cancelled() and victim.closed.result())
+
+
+def _hang_up(driver: Any) -> asyncio.Future[bool] | None:
     adapter = adapter_of(driver)
     if isinstance(adapter, MySqlAdapter):
-        adapter.hang_up(driver)
+        return adapter.hang_up(driver)
+    return None
 
 
 async def _kill_query(driver: Any, thread: int) -> bool:

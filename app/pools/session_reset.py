@@ -177,6 +177,7 @@ def attach_session_events(engine: AsyncEngine, config: ConnectionConfig) -> None
     def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         adapter_of(dbapi_conn.driver_connection).confirm(dbapi_conn.driver_connection)
         if mysql:
+            _mysql(dbapi_conn.driver_connection).watch_on_cancel(dbapi_conn.driver_connection)
             _guarded(dbapi_conn, lambda raw: _mysql_setup(raw, record, setups), timeout)
         record.info[OPENED_AT] = time.time()  # SQLAlchemy's pool_recycle clock
         mark_clean(record.info, dbapi_conn.driver_connection)

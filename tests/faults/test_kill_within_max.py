@@ -230,3 +230,32 @@ async def test_a_statement_outliving_its_limit_on_the_only_slot_is_killed_from_t
             statements = [str(row[2] or "") for row in sampler.at_peak]
             assert any(late in sql for sql in statements), sampler.at_peak
             assert not any("SELECT 1" in sql for sql in statements), sampler.at_peak
+
+
+async def test_every_slot_awaiting_a_kill_the_first_statement_to_end_frees_the_killers_slot(
+    api: Api, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every slot holds a statement whose client hung up, so no slot is free to send a kill.
+    One statement ends by itself: the pool sees its session close (it watches the socket it
+    stopped sending on) and frees its slot at once, and the kill of the other goes out from
+    that slot, not ``queryTimeout`` + 1 s later (31 s here) from a slot of its own."""
+    with pool_login() as (user, password):
+        cid = await api.register("mariadb", username=user, password=password,
+                                 maxConnections=MAX, connectionTimeout=10, queryTimeout=30)
+        with LoginSampler(user) as sampler:
+            for _ in range(2):
+                ends, stays = unique("ends"), unique("stays")
+                sent = await asyncio.gather(*(_asgi_post_then_disconnect(
+                    api, f"{BASE}/{cid}/query", {"sql": sleep_sql("mariadb", seconds, marker)},
+                    hang_up_after=0.2) for seconds, marker in ((1.5, ends), (30, stays))))
+                assert [s[0]["status"] for s in sent if s] == [499, 499], sent
+                hung_up = time.monotonic()
+                took = await _settle(stays, within=8.0)
+                assert took is not None, "the statement outlived its client"
+                assert time.monotonic() - hung_up < 4.0  # 1.3 s left of the 1.5 s one, a kill
+                served = await asyncio.gather(*(api.query(cid, "SELECT 1 AS ok")
+                                                for _ in range(MAX)))
+                assert [r.status_code for r in served] == [200] * MAX, served[0].text
+        assert sampler.samples > 50, sampler.samples
+        assert sampler.peak <= MAX, verdict(sampler)
+    assert "from its own slot" not in caplog.text

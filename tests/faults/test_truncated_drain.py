@@ -7,8 +7,8 @@ too large to drain is given up: its statement leaves the server, the login never
 than ``maxConnections`` sessions, requests meanwhile get a clear 503 with ``Retry-After``,
 and the slot comes back once the session's own limit has ended the statement. A client
 that hangs up mid-statement on such a pool leaves no slot for a kill: its slot is held
-until ``queryTimeout`` + 1 s after the hang-up (past the statement's own limit), then
-freed.
+until the server is seen to end the session (the statement over by itself or by its own
+limit), then freed, not ``queryTimeout`` + 1 s after the hang-up.
 
 Each test makes a login of its own (``MAX_USER_CONNECTIONS`` = the pool's maximum, so the
 server also refuses any excess loudly); a thread samples ``information_schema.PROCESSLIST``
@@ -132,7 +132,9 @@ async def test_a_result_too_large_to_drain_is_stopped_within_max(api: Api, db_ty
         assert sampler.peak <= 1, sampler.ids
 
 
-async def test_a_hang_up_holds_the_only_slot_past_the_statements_own_limit(api: Api) -> None:
+async def test_a_hang_up_holds_the_only_slot_until_the_server_ends_the_session(
+    api: Api,
+) -> None:
     marker = unique("hung")
     with pool_login(1) as (user, password):
         cid = await api.register("mariadb", username=user, password=password,
@@ -153,9 +155,10 @@ async def test_a_hang_up_holds_the_only_slot_past_the_statements_own_limit(api: 
                 refused += 1
             elapsed = time.monotonic() - started
             assert late.status_code == 200, late.text
-            assert refused >= 1  # the slot was held while the session could still run
-            # No slot for a kill: the slot is freed unseen, queryTimeout + 1 s after the
-            # hang-up (10 s), past the 6 s at which the session's own limit ends the statement.
-            assert 9.5 <= elapsed < 12.5, elapsed
+            # No slot for a kill: the slot is held while the session runs, until the server
+            # closes it (SLEEP sees its client gone 5 s in, or the 6 s limit ends it; MariaDB
+            # may keep that limit up to 2 s late): its close is seen and confirmed on the
+            # session list, not waited out until queryTimeout + 1 s after the hang-up (10 s).
+            assert 4.5 <= elapsed < 9.0, (elapsed, refused)
             assert await running_statements("mariadb", marker) == 0
         assert sampler.peak <= 1, sampler.ids

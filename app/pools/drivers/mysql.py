@@ -13,7 +13,9 @@ request gets a fresh session (correct, a connect slower).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import inspect
 import time
 from typing import Any
@@ -36,6 +38,8 @@ _WIRE = ("_result", "_write_bytes", "_read_bytes", "_execute_command", "server_s
 _DRAIN_SLICE = 256  # rows read per call while draining (bounds memory between checks)
 _CELL = 8  # bytes counted for a value that is not text or bytes (numbers, dates, NULL)
 _ROW = 4  # a row packet's header
+_SESSION_CLOSED = "_dbpool_session_closed"  # a hung-up session's watch, on its driver
+_DISCARD_READ = 65536  # bytes read at a time from a hung-up session until it closes
 
 
 class MySqlAdapter:
@@ -165,11 +169,16 @@ class MySqlAdapter:
     def refused_before_send(self, exc: BaseException) -> bool:
         raise NotImplementedError
 
-    def hang_up(self, driver: Any) -> None:
-        """Close the socket now, without a round trip: the server ends the session as soon
-        as its statement ends (both drivers' ``close()`` is synchronous)."""
+    def watch_on_cancel(self, driver: Any) -> None:
+        """Prepare a new connection for ``hang_up`` (nothing to prepare by default)."""
+
+    def hang_up(self, driver: Any) -> asyncio.Future[bool] | None:
+        """Stop using ``driver`` now, without a round trip: the server ends the session as
+        soon as its statement ends. Returns a future done once the server has closed the
+        session, or None when that cannot be seen (then the socket is closed outright)."""
         with contextlib.suppress(Exception):
-            driver.close()
+            driver.close()  # synchronous in both drivers
+        return None
 
     async def cancel(self, via: Any, server_id: int) -> bool:
         cursor = via.cursor()  # a plain (buffered) one: aiomysql's is awaited, asyncmy's not
@@ -185,6 +194,42 @@ class MySqlAdapter:
             if inspect.isawaitable(closed):
                 await closed
         return True
+
+
+def _stop_sending(driver: Any) -> None:
+    """Take the socket from the driver (closed to it, and to SQLAlchemy), shut its sending
+    side and watch for the server's close (``_SESSION_CLOSED``); closed outright when the
+    transport cannot half-close."""
+    writer, reader = driver._writer, driver._reader
+    if writer is None:
+        return  # closed already (or stopped sending: watched already)
+    driver._writer = driver._reader = None
+    driver._close_reason = "Cancelled during execution"
+    try:
+        if reader is None or not writer.can_write_eof():
+            raise OSError("cannot half-close")
+        writer.write_eof()
+    except Exception:
+        writer.transport.close()
+        return
+    setattr(driver, _SESSION_CLOSED, asyncio.ensure_future(_until_closed(reader, writer)))
+
+
+async def _until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Read and drop until the stream ends, then close it. True when it ended cleanly after
+    some answer: the server closes a session only once its statement is over, having sent
+    its answer (rows, or the error of a kill or a time limit), and read the end of our
+    stream; a bare or reset close may come from something in between (a proxy). Holds
+    ``writer``: a stream writer collected closes its transport."""
+    answered = False
+    try:
+        while await reader.read(_DISCARD_READ):
+            answered = True
+        return answered
+    except Exception:  # reset: by the server or by something in between
+        return False
+    finally:
+        writer.close()
 
 
 def _row_bytes(row: Any) -> int:
@@ -216,6 +261,23 @@ class AiomysqlAdapter(MySqlAdapter):
 
     async def cursor(self, driver: Any) -> Any:
         return await driver.cursor(aiomysql.SSCursor)
+
+    def watch_on_cancel(self, driver: Any) -> None:
+        """A read cancelled mid-statement (aiomysql then closes the socket) stops sending
+        instead, so the session's end stays visible to ``hang_up``."""
+        if self.fast:
+            driver._close_on_cancel = functools.partial(_stop_sending, driver)
+
+    def hang_up(self, driver: Any) -> asyncio.Future[bool] | None:
+        """Stop sending (the server sees the client gone, as with a close) and read and drop
+        what the server still sends until it closes the session, which it does once the
+        statement has ended and it reads the end of the stream. Needs the driver's private
+        streams and a transport that can half-close (not TLS); otherwise closes outright."""
+        if not self.fast:
+            return super().hang_up(driver)
+        _stop_sending(driver)
+        closed: asyncio.Future[bool] | None = getattr(driver, _SESSION_CLOSED, None)
+        return closed
 
     def refused_before_send(self, exc: BaseException) -> bool:
         # "Not connected", from the driver's alive-check before writing.
