@@ -110,7 +110,8 @@ class Canceller:
         self._gate = gate
         self._timeout = timeout
         # How long the killer waits for a slot at most; none by then: every slot holds a
-        # statement awaiting its kill, and the killer works from the oldest one's slot.
+        # statement awaiting its kill, none seen to end, and the killer works from the
+        # oldest one's slot.
         self.slot_wait = config.query_timeout + _SERVER_LIMIT_MARGIN
         # How long a kill may wait for its statement to go: the statement has ended by then
         # whatever the kill does, so the server answers unless its link is gone.
@@ -140,8 +141,8 @@ class Canceller:
             await self._invalidate(conn)
             return
 
-        # The socket closes now (its session ends as soon as its statement does), but the
-        # pool's record of it stays checked out until the session is gone: invalidated
+        # The connection stops sending now (its session ends as soon as its statement does),
+        # but the pool's record of it stays checked out until the session is gone: invalidated
         # earlier, SQLAlchemy would hand the record to the next checkout (the killer's own,
         # first of all), which would open a new session next to this one.
         closed = _hang_up(driver)
@@ -205,8 +206,8 @@ class Canceller:
             self._start_killer()
 
     async def _kill_all(self) -> None:
-        """Take a slot (the next one freed, waited for up to ``slot_wait``; none: the oldest
-        victim's), kill every victim until none is left, then free it. A slot that comes after
+        """Take a slot (``_slot``), kill every victim until none is left, then free it. A slot
+        that comes after
         a session's own limit has fired is still used: the statement may outlast that limit,
         and ``KILL QUERY`` on a session already gone costs one round trip."""
         lender = await self._slot()
@@ -215,7 +216,7 @@ class Canceller:
             await self._invalidate(lender.conn)
         try:
             if not any(not v.gone for v in self._victims.values()):
-                return  # each ended by itself meanwhile: no session opened for nothing
+                return  # none left (their stops cancelled): no session opened for nothing
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout(self.hard_limit):
                     # failed mid-kill: never reset, never reused

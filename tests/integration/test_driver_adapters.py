@@ -38,6 +38,7 @@ from app.pools.queue_pool import TrimmableQueuePool
 from app.settings import Settings
 from tests.integration.test_pool_basics import Target, make_target
 from tests.support import dbs
+from tests.support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.mariadb]
 
@@ -262,6 +263,75 @@ async def test_cancel_stops_a_running_statement(case: Case, conn: Any) -> None:
             with pytest.raises(Exception) as stopped:
                 await running
             assert stopped.value.args[0] == 1317  # "Query execution was interrupted"
+
+
+async def _listed(server_id: int) -> bool:
+    admin = dbs.my_admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                           f"WHERE ID = {int(server_id)}")
+            return bool(cursor.fetchone()[0])
+    finally:
+        admin.close()
+
+
+async def _cancelled_mid_statement(case: Case, driver: Any, sql: str) -> None:
+    assert isinstance(case.adapter, MySqlAdapter)
+    case.adapter.watch_on_cancel(driver)
+    running = asyncio.ensure_future(case.adapter.fetch(driver, sql, None, limit=1))
+    await asyncio.sleep(0.3)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
+async def test_a_hung_up_sessions_close_is_seen_after_its_answer(case: Case) -> None:
+    """``hang_up`` on a read cancelled mid-statement: aiomysql on its private path stops
+    sending and reports the server's close, which comes once the statement is over (here a
+    1.5 s sleep) and the session gone; otherwise the socket is closed outright (None)."""
+    if case.pg:
+        return  # PostgreSQL cancels with the protocol's CancelRequest: no hang-up
+    assert isinstance(case.adapter, MySqlAdapter)
+    driver = await case.connect()
+    server_id = case.adapter.server_id(driver)
+    await _cancelled_mid_statement(case, driver, "SELECT SLEEP(1.5)")
+    closed = case.adapter.hang_up(driver)
+    assert case.adapter.is_closed(driver)
+    if case.driver != "aiomysql" or not case.fast:
+        assert closed is None
+    else:
+        assert closed is not None
+        assert not closed.done() and await _listed(server_id)  # still sleeping
+        async with asyncio.timeout(10):
+            assert await closed is True  # closed after its answer
+        assert not await _listed(server_id)
+    await _until(lambda: case.open_count(), 0)
+
+
+async def test_a_close_by_something_in_between_is_not_taken_for_the_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through a relay that resets both ends when one closes (as the test proxy does), the
+    close comes at once, with no answer: reported False, the session still running."""
+    monkeypatch.delenv(FALLBACK_ENV, raising=False)
+    forget_checks()
+    for target in make_target("mariadb"):
+        case = Case("aiomysql", True, target, target.config(), AIOMYSQL)
+        async with TcpProxy(dbs.MY_HOST, dbs.MY_PORT) as proxy:
+            c = case.config
+            driver = await aiomysql.connect(
+                host="127.0.0.1", port=proxy.port, user=c.username,
+                password=c.password.get_secret_value(), db=c.database, autocommit=True)
+            server_id = AIOMYSQL.server_id(driver)
+            await _cancelled_mid_statement(case, driver, "SELECT SLEEP(2)")
+            closed = AIOMYSQL.hang_up(driver)
+            assert closed is not None
+            async with asyncio.timeout(5):
+                assert await closed is False
+            assert await _listed(server_id)  # the statement runs on: only a kill or its end
+        await _until(case.open_count, 0)
+    forget_checks()
 
 
 @pytest.mark.parametrize("public", [False, True])
