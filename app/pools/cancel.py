@@ -91,8 +91,9 @@ class _Victim:
     conn: AsyncConnection
     thread: int
     ended: asyncio.Future[None]  # resolved once its slot may be freed
-    # Done once the socket has closed; True when the server closed it after answering (the
-    # statement over: a hint, confirmed by the session list before its slot is freed).
+    # Done once the socket has closed; True when it closed cleanly, as the server closes a
+    # session once its statement is over (a hint, confirmed by the session list before its
+    # slot is freed); False when reset, maybe by something in between.
     closed: asyncio.Future[bool] | None
     killed_at: float | None = None  # loop time the kill went out
     gone: bool = False  # the server no longer lists it, or the kill gave up on it
@@ -235,13 +236,13 @@ class Canceller:
 
     async def _slot(self) -> _Victim | None:
         """A slot for the killer: the gate's next (None), or a victim's, whose record is then
-        reopened: the first whose server closed its session after answering (its statement
-        ended by itself, so it has left its slot), else after ``slot_wait`` the oldest."""
+        reopened: the first whose session the server closed (its statement over, so it has
+        left its slot), else after ``slot_wait`` the oldest."""
         acquire = asyncio.ensure_future(self._gate.acquire(self.slot_wait, first=True))
         try:
             while not acquire.done():
                 self._arrived.clear()
-                if ended := next((v for v in self._victims.values() if _answered(v)), None):
+                if ended := next((v for v in self._victims.values() if _closed(v)), None):
                     return ended
                 waker = asyncio.ensure_future(self._arrived.wait())
                 await asyncio.wait({acquire, waker}, return_when=asyncio.FIRST_COMPLETED)
@@ -324,7 +325,7 @@ async def _listed(driver: Any, threads: list[int]) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def _answered(victim: _Victim) -> bool:
+def _closed(victim: _Victim) -> bool:
     return (not victim.gone and victim.closed is not None and victim.closed.done()
             and not victim.closed.cancelled() and victim.closed.result())
 

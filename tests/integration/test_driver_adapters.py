@@ -288,8 +288,9 @@ async def _cancelled_mid_statement(case: Case, driver: Any, sql: str) -> None:
 
 async def test_a_hung_up_sessions_close_is_seen_after_its_answer(case: Case) -> None:
     """``hang_up`` on a read cancelled mid-statement: aiomysql on its private path stops
-    sending and reports the server's close, which comes once the statement is over (here a
-    1.5 s sleep) and the session gone; otherwise the socket is closed outright (None)."""
+    sending and reports the server's clean close, which comes once the statement is over
+    (here a 1.5 s sleep) and the session gone; otherwise the socket is closed outright
+    (None)."""
     if case.pg:
         return  # PostgreSQL cancels with the protocol's CancelRequest: no hang-up
     assert isinstance(case.adapter, MySqlAdapter)
@@ -304,7 +305,7 @@ async def test_a_hung_up_sessions_close_is_seen_after_its_answer(case: Case) -> 
         assert closed is not None
         assert not closed.done() and await _listed(server_id)  # still sleeping
         async with asyncio.timeout(10):
-            assert await closed is True  # closed after its answer
+            assert await closed is True  # closed cleanly, by the server
         assert not await _listed(server_id)
     await _until(lambda: case.open_count(), 0)
 
@@ -313,7 +314,7 @@ async def test_a_close_by_something_in_between_is_not_taken_for_the_servers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Through a relay that resets both ends when one closes (as the test proxy does), the
-    close comes at once, with no answer: reported False, the session still running."""
+    reset comes at once: reported False, the session still running."""
     monkeypatch.delenv(FALLBACK_ENV, raising=False)
     forget_checks()
     for target in make_target("mariadb"):

@@ -216,16 +216,15 @@ def _stop_sending(driver: Any) -> None:
 
 
 async def _until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-    """Read and drop until the stream ends, then close it. True when it ended cleanly after
-    some answer: the server closes a session only once its statement is over, having sent
-    its answer (rows, or the error of a kill or a time limit), and read the end of our
-    stream; a bare or reset close may come from something in between (a proxy). Holds
+    """Read and drop until the stream ends, then close it. True when it ended cleanly: the
+    server closes a session only once its statement is over (answered, killed, or stopped on
+    seeing its client gone) and it has read the end of our stream; a reset may come from
+    something in between (a relay that drops both ends) while the session runs on. Holds
     ``writer``: a stream writer collected closes its transport."""
-    answered = False
     try:
         while await reader.read(_DISCARD_READ):
-            answered = True
-        return answered
+            pass
+        return True
     except Exception:  # reset: by the server or by something in between
         return False
     finally:
