@@ -53,6 +53,7 @@ from bench.soak_targets import (
     start_proxies,
     warm_up,
 )
+from tests.support import dbs
 from tests.support.proxy import TcpProxy
 
 __all__ = ["main"]
@@ -158,6 +159,8 @@ async def _run(
     )
     stop_sampling = asyncio.Event()
     sampling = asyncio.create_task(sampler.run(stop_sampling))
+    lock = f"{soak.writes}_wait"
+    holder = await asyncio.to_thread(_hold_wait_lock, lock)
     started = time.time() + 1.0
     end_at = started + opts.seconds
     plan = {
@@ -165,7 +168,7 @@ async def _run(
         "end_at": end_at, "seed": opts.seed, "concurrency": opts.concurrency,
         "targets": [{"name": t.name, "id": t.id, "engine": t.engine} for t in targets.values()],
         "inactive_id": inactive_id, "unknown_id": UNKNOWN_ID,
-        "items": soak.items, "writes": soak.writes, "items_count": ITEMS,
+        "items": soak.items, "writes": soak.writes, "items_count": ITEMS, "lock": lock,
     }  # fmt: skip
     clients = _start_clients(opts, plan, workdir)
     controller = Recorder()
@@ -179,6 +182,7 @@ async def _run(
         for process, _ in clients:  # an aborted run leaves no client behind
             if process.is_alive():
                 process.kill()
+        holder.close()  # the server releases the lock with the session
     final_status = (await http.get(f"{API}/pool-status")).json()
     stop_sampling.set()
     await sampling
@@ -215,6 +219,18 @@ async def _run(
             outage_windows(chaos.records, {t.name: t.id for t in targets.values()}),
         ),
     )
+
+
+def _hold_wait_lock(name: str) -> Any:
+    """A root session (not any pool's) holding the lock the soak's long MariaDB statements
+    wait for (``soak_load._wait_sql``), for the whole run."""
+    holder = dbs.my_admin()
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
+        if cursor.fetchone()[0] != 1:
+            holder.close()
+            raise SoakAborted(f"could not take the MariaDB lock {name}")
+    return holder
 
 
 def _meta(opts: Options, targets: dict[str, Target], killed: int, wrong: int) -> dict[str, Any]:
