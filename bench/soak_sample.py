@@ -99,7 +99,7 @@ class SessionSampler:
                 counts[target] += 1
                 states[target][f"{row['state']}: {(row['query'] or '')[:48]}"] += 1
             if row["state"] == "active":
-                self._saw(row["query"] or "", now, target)
+                self._saw(row["query"] or "", now)
         seen_my: list[tuple[str, str]] = []
         for user, command, seconds, info in await asyncio.to_thread(self._my_rows):
             target = self.my_pools[user]
@@ -107,11 +107,10 @@ class SessionSampler:
             states[target][f"{command} {seconds}s: {(info or '')[:48]}"] += 1
             seen_my.append((info or "", target))
         for info, target in seen_my:
-            self._saw(info, now, target, states[target])
+            self._saw(info, now, states[target])
         return counts, states
 
-    def _saw(self, sql: str, now: float, target: str | None,
-             beside: Counter[str] | None = None) -> None:
+    def _saw(self, sql: str, now: float, beside: Counter[str] | None = None) -> None:
         for marker in _MARKER.findall(sql):
             self.statements_seen[marker] = now
             if beside is not None:

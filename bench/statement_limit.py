@@ -70,13 +70,15 @@ async def _postgresql(limit: float, sleep: float, rounds: int, lock: bool) -> li
 
 
 async def _measure(args: argparse.Namespace) -> None:
-    lock = args.mariadb_wait == "lock"
+    if args.mariadb_wait == "sleep":
+        await _each_server(args, lock=False)
+        return
     holder = await aiomysql.connect(host=MY.host, port=MY.port, user="root", password="",
                                     db=MY.database, autocommit=True)
     try:
         cursor = await holder.cursor()
         await cursor.execute(f"SELECT GET_LOCK('{_LOCK}', 0)")  # what a lock wait waits for
-        await _each_server(args, lock)
+        await _each_server(args, lock=True)
     finally:
         holder.close()
 

@@ -43,7 +43,6 @@ Every step is bounded in time; failing to cancel is logged, never raised.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
@@ -320,9 +319,9 @@ def _end(victim: _Victim, *, slot_free: bool = False) -> None:
 async def _listed(driver: Any, threads: list[int]) -> set[int]:
     """Which of ``threads`` the server still lists."""
     ids = ", ".join(str(int(t)) for t in threads)
-    rows = await _fetch_all(driver, f"SELECT ID FROM information_schema.PROCESSLIST "
-                                    f"WHERE ID IN ({ids})")
-    return {int(row[0]) for row in rows}
+    sql = f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({ids})"
+    found = await adapter_of(driver).fetch(driver, sql, None, limit=len(threads) + 1)
+    return {int(row[0]) for row in found.rows}
 
 
 def _closed(victim: _Victim) -> bool:
@@ -342,23 +341,3 @@ async def _kill_query(driver: Any, thread: int) -> bool:
     driver closes a connection whose read was cancelled, and the server ends its thread as
     soon as the statement stops)."""
     return await adapter_of(driver).cancel(driver, thread)
-
-
-async def _cursor(driver: Any) -> Any:
-    cursor = driver.cursor()
-    return await cursor if inspect.isawaitable(cursor) else cursor  # aiomysql | asyncmy
-
-
-async def _fetch_all(driver: Any, sql: str) -> Any:
-    cursor = await _cursor(driver)
-    try:
-        await cursor.execute(sql)
-        return await cursor.fetchall()
-    finally:
-        await _close(cursor)
-
-
-async def _close(cursor: Any) -> None:
-    closed = cursor.close()
-    if inspect.isawaitable(closed):
-        await closed

@@ -205,11 +205,12 @@ def _stop_sending(driver: Any) -> None:
         return  # closed already (or stopped sending: watched already)
     driver._writer = driver._reader = None
     driver._close_reason = "Cancelled during execution"
-    try:
-        if reader is None or not writer.can_write_eof():
-            raise OSError("cannot half-close")
-        writer.write_eof()
-    except Exception:
+    half_closed = False
+    if reader is not None and writer.can_write_eof():
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+            half_closed = True
+    if not half_closed:
         writer.transport.close()
         return
     setattr(driver, _SESSION_CLOSED, asyncio.ensure_future(_until_closed(reader, writer)))
